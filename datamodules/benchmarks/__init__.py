@@ -1,0 +1,20 @@
+"""Evaluation benchmarks: readers, official prompts and scoring (interface in `base.py`).
+
+Build one from YAML with `class_path: datamodules.benchmarks.MMMU` and its `init_args`.
+"""
+
+from datamodules.benchmarks.base import Benchmark, EvalItem, LazyEvalItem, ScoreResult
+from datamodules.benchmarks.imagenet import DCSFTJson, ImageNetFolder
+from datamodules.benchmarks.mathvista import MathVista
+from datamodules.benchmarks.mmmu import MMMU
+
+__all__ = [
+    "Benchmark",
+    "DCSFTJson",
+    "EvalItem",
+    "ImageNetFolder",
+    "LazyEvalItem",
+    "MMMU",
+    "MathVista",
+    "ScoreResult",
+]

@@ -1,0 +1,125 @@
+"""The benchmark interface used by the evaluation callback, plus small shared helpers for readers.
+
+A benchmark turns files on disk into `EvalItem`s (user text built as the official code builds it, RGB images in
+user-turn order, gold, metadata) and scores a decoded response with the shared scorers in `datamodules/scoring.py`.
+Tests: `python -m pytest tests/test_benchmarks.py -q`.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from datamodules.images import to_rgb
+
+ImageSource = str | Path | bytes | Image.Image
+
+
+@dataclass
+class EvalItem:
+    """One evaluation prompt: `images` come before `prompt` in the single user turn."""
+
+    id: str
+    prompt: str
+    images: list[Image.Image]
+    gold: Any
+    meta: dict[str, Any]
+
+
+class LazyEvalItem(EvalItem):
+    """An `EvalItem` whose images are decoded from their sources (paths or encoded bytes) on each access.
+
+    Why: ImageNet-R has 30,000 images; holding decoded pixels (or one open file handle per lazily opened PIL image)
+    for every item would exhaust memory or file descriptors. Reading `item.images` returns fresh RGB images.
+    """
+
+    @property  # type: ignore[override]
+    def images(self) -> list[Image.Image]:
+        return [open_rgb(source) for source in self._image_sources]
+
+    @images.setter
+    def images(self, sources: Iterable[ImageSource]) -> None:
+        self._image_sources = list(sources)
+
+    def __repr__(self) -> str:
+        return f"LazyEvalItem(id={self.id!r}, images={len(self._image_sources)}, gold={self.gold!r})"
+
+
+def open_rgb(source: ImageSource) -> Image.Image:
+    """Decode a path / encoded bytes / PIL image into a fully loaded RGB image (RGBA composited onto white, as
+    qwen-vl-utils does); the file is closed before returning."""
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        image.load()
+        return to_rgb(image)
+
+
+@dataclass
+class ScoreResult:
+    """Outcome of scoring one response."""
+
+    correct: bool
+    extracted: str | None  # the extracted / parsed answer as text, for the predictions file
+    fallback: bool = False  # MMMU random fallback or MathVista offline approximate extractor was used
+
+
+class Benchmark(ABC):
+    """A benchmark: reads its files into items, scores responses, names the breakdown groups of an item."""
+
+    name: str
+
+    @abstractmethod
+    def load(self) -> list[EvalItem]:
+        """Validate the files and return the items in a deterministic order."""
+
+    @abstractmethod
+    def score(self, item: EvalItem, response: str, rng: random.Random) -> ScoreResult:
+        """Score one decoded response; `rng` is used only for MMMU's random fallback."""
+
+    @abstractmethod
+    def breakdown_keys(self, item: EvalItem) -> dict[str, list[str]]:
+        """Group name -> the group values this item counts toward (multi-label groups list several)."""
+
+    def _error(self, message: str) -> str:
+        return f"{self.name}: {message}"
+
+
+def read_parquet_rows(benchmark: str, file: Path, required: Iterable[str]) -> list[dict[str, Any]]:
+    """Rows of a parquet file as dicts (HF Image columns become {"bytes", "path"} dicts); checks columns first."""
+    import pyarrow.parquet as pq  # imported lazily: only benchmark loading needs it
+
+    try:
+        table = pq.read_table(file)
+    except Exception as err:
+        raise ValueError(f"{benchmark}: cannot read parquet file {file}: {err}") from None
+    missing = [column for column in required if column not in table.column_names]
+    if missing:
+        raise ValueError(
+            f"{benchmark}: {file} lacks columns {missing}; it has {table.column_names}. "
+            "Point the benchmark at the original Hugging Face parquet files."
+        )
+    return table.to_pylist()
+
+
+def image_from_cell(cell: Any, base: Path | None) -> ImageSource | None:
+    """Image source from an HF Image cell ({"bytes", "path"}), raw bytes, or a relative/absolute path string."""
+    if cell is None:
+        return None
+    if isinstance(cell, dict):
+        if cell.get("bytes"):
+            return bytes(cell["bytes"])
+        cell = cell.get("path")
+        if not cell:
+            return None
+    if isinstance(cell, bytes | bytearray):
+        return bytes(cell)
+    path = Path(cell)
+    return path if path.is_absolute() or base is None else base / path

@@ -1,0 +1,149 @@
+"""Chat template + image processor -> token ids with assistant-only labels, and batch collation.
+
+Why segment by segment: each assistant turn's labels must cover exactly its answer and `<|im_end|>`; system, prompt and
+image tokens are masked (-100). We render the chat template for growing prefixes of the conversation, so the text is
+exactly what `apply_chat_template` produces, then tokenize it piece by piece around special tokens (where the
+tokenizer splits anyway), expanding each `<|image_pad|>` into the image's token count as the processor does. A test
+checks the ids against the processor's own output on the real Qwen2.5 tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+
+from datamodules.formats import IMAGE_MARKER, Sample
+
+IGNORE_INDEX = -100
+IM_END = "<|im_end|>"
+IMAGE_PAD = "<|image_pad|>"
+
+
+def to_chat(messages: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """ms-swift messages (with `<image>` markers) -> chat-template messages with image content parts."""
+    chat = []
+    for message in messages:
+        content = message["content"]
+        if message["role"] != "assistant" and IMAGE_MARKER in content:
+            parts: list[dict[str, str]] = []
+            for j, text in enumerate(content.split(IMAGE_MARKER)):
+                if j > 0:
+                    parts.append({"type": "image"})
+                if text:
+                    parts.append({"type": "text", "text": text})
+            chat.append({"role": message["role"], "content": parts})
+        else:
+            chat.append({"role": message["role"], "content": content})
+    return chat
+
+
+def render_segments(processor, messages: list[dict[str, str]], generation: bool = False) -> list[tuple[str, bool]]:
+    """The templated conversation as (text, supervised) pieces.
+
+    Training: every assistant answer plus its `<|im_end|>` is supervised. Generation: the final assistant turn (if any)
+    is dropped and the generation prompt (`<|im_start|>assistant\\n`) appended.
+    """
+    chat = to_chat(messages)
+    if generation and chat and chat[-1]["role"] == "assistant":
+        chat = chat[:-1]
+
+    def apply(msgs: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+        return processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    segments: list[tuple[str, bool]] = []
+    done = ""
+    for i, message in enumerate(chat):
+        if message["role"] != "assistant" or generation:
+            continue
+        prompt = apply(chat[:i], True)
+        full = apply(chat[: i + 1], False)
+        if not (prompt.startswith(done) and full.startswith(prompt)):
+            raise ValueError("chat template is not prefix-stable; cannot mask the prompt exactly")
+        answer = full[len(prompt) :]
+        cut = answer.rfind(IM_END)
+        cut = len(answer) if cut < 0 else cut + len(IM_END)
+        segments += [(prompt[len(done) :], False), (answer[:cut], True), (answer[cut:], False)]
+        done = full
+    if generation:
+        segments.append((apply(chat, True)[len(done) :], False))
+    elif not done:
+        raise ValueError("no assistant turn to train on")
+    return [(text, sup) for text, sup in segments if text]
+
+
+def tokenize_segments(
+    tokenizer, segments: list[tuple[str, bool]], image_token_counts: Sequence[int]
+) -> tuple[list[int], list[int]]:
+    """Token ids and labels; each `<|image_pad|>` becomes as many image tokens as its image has."""
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+    counts: Iterator[int] = iter(image_token_counts)
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for text, supervised in segments:
+        for j, piece in enumerate(text.split(IMAGE_PAD)):
+            if j > 0:
+                try:
+                    n = next(counts)
+                except StopIteration:
+                    raise ValueError("more image placeholders than images") from None
+                input_ids += [image_id] * n
+                labels += [IGNORE_INDEX] * n
+            if piece:
+                ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+                input_ids += ids
+                labels += ids if supervised else [IGNORE_INDEX] * len(ids)
+    if next(counts, None) is not None:
+        raise ValueError("more images than image placeholders")
+    return input_ids, labels
+
+
+def encode_sample(
+    processor, sample: Sample, images: list[Image.Image], generation: bool = False
+) -> dict[str, Any]:
+    """One sample -> ids, labels and image tensors (images already loaded and smart-resized)."""
+    image_inputs: dict[str, torch.Tensor] = {}
+    counts: list[int] = []
+    if images:
+        image_inputs = dict(processor.image_processor(images=images, return_tensors="pt"))
+        merge = processor.image_processor.merge_size**2
+        counts = [int(thw.prod()) // merge for thw in image_inputs["image_grid_thw"]]
+    segments = render_segments(processor, sample.messages, generation=generation)
+    input_ids, labels = tokenize_segments(processor.tokenizer, segments, counts)
+    return {"id": sample.id, "input_ids": input_ids, "labels": labels, "solution": sample.solution, **image_inputs}
+
+
+class Collator:
+    """Pads a list of encoded samples into a batch. Right padding for training, left padding for generation."""
+
+    def __init__(self, pad_token_id: int, image_token_id: int, padding_side: str = "right") -> None:
+        self.pad_token_id = pad_token_id
+        self.image_token_id = image_token_id
+        self.padding_side = padding_side
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        width = max(len(item["input_ids"]) for item in items)
+        ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, item in enumerate(items):
+            n = len(item["input_ids"])
+            cols = slice(0, n) if self.padding_side == "right" else slice(width - n, width)
+            ids[row, cols] = torch.tensor(item["input_ids"])
+            labels[row, cols] = torch.tensor(item["labels"])
+            mask[row, cols] = 1
+        batch: dict[str, Any] = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "mm_token_type_ids": (ids == self.image_token_id).long() * mask,
+            "ids": [item["id"] for item in items],
+            "solutions": [item.get("solution") for item in items],
+        }
+        with_images = [item for item in items if "pixel_values" in item]
+        if with_images:
+            batch["pixel_values"] = torch.cat([item["pixel_values"] for item in with_images])
+            batch["image_grid_thw"] = torch.cat([item["image_grid_thw"] for item in with_images])
+        return batch

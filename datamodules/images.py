@@ -1,0 +1,89 @@
+"""Image loading and Qwen's smart-resize rule (qwen-vl-utils 0.0.10 semantics, without torchvision).
+
+Why our own: qwen-vl-utils 0.0.14 imports torchvision at import time. The rule (benchmarks.md §5): round each side to
+the nearest multiple of 28; if the area exceeds `max_pixels` scale down and floor, if below `min_pixels` scale up and
+ceil; then a bicubic PIL resize. The HF image processor's own resize is then a no-op.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from PIL import Image
+
+IMAGE_FACTOR = 28  # patch 14 x spatial merge 2
+MIN_PIXELS = 4 * 28 * 28
+MAX_PIXELS = 16384 * 28 * 28
+OFFICIAL_TRAIN_MAX_PIXELS = 802816  # DC-SFT training (MAX_PIXELS env var in the official scripts)
+MAX_RATIO = 200
+
+
+def _round_by(x: float, factor: int) -> int:
+    return round(x / factor) * factor
+
+
+def smart_resize(
+    height: int, width: int, factor: int = IMAGE_FACTOR, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
+) -> tuple[int, int]:
+    """Target (height, width): multiples of `factor`, area within [min_pixels, max_pixels], aspect kept."""
+    if max(height, width) / min(height, width) > MAX_RATIO:
+        raise ValueError(f"aspect ratio of a {width}x{height} image exceeds {MAX_RATIO}")
+    h_bar = max(factor, _round_by(height, factor))
+    w_bar = max(factor, _round_by(width, factor))
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def num_image_tokens(height: int, width: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> int:
+    """LLM tokens for an image of this size after smart resize (one token per 28x28 block)."""
+    h, w = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
+    return (h // IMAGE_FACTOR) * (w // IMAGE_FACTOR)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGBA/LA/P-with-transparency composited onto white; any other mode converted to RGB."""
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.split()[3])
+        return background
+    return image.convert("RGB")
+
+
+def image_size(path: str | Path, where: str = "") -> tuple[int, int]:
+    """(height, width) from the file header, without decoding; a clear error if missing or unreadable."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{where}image not found: {path}. Check the path, or set the data's image_root to remap its prefix."
+        ) from None
+    except OSError as err:
+        raise ValueError(f"{where}unreadable image {path}: {err}. Replace or remove the file.") from None
+    return height, width
+
+
+def load_image(
+    source: str | Path | Image.Image, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS, where: str = ""
+) -> Image.Image:
+    """Open (if a path), convert to RGB and smart-resize an image."""
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        image_size(source, where)  # clear errors first
+        with Image.open(source) as im:
+            image = im.copy()
+    image = to_rgb(image)
+    h, w = smart_resize(image.height, image.width, min_pixels=min_pixels, max_pixels=max_pixels)
+    if (h, w) != (image.height, image.width):
+        image = image.resize((w, h), resample=Image.BICUBIC)
+    return image

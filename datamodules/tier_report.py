@@ -1,0 +1,140 @@
+"""Tier report: how a difficulty file splits into tiers, and which answers/classes make up the hard tier.
+
+Why: the paper drops the hard tier (0/k correct), and on ImageNet many "hard" prompts cluster in a few classes
+with obscure or ambiguous names (overskirt, maillot, agaric: paper.md §2 step 3). The report makes that visible
+before training: counts and shares per tier, a histogram of correct counts 0..k, and the labels most
+over-represented among hard items (lift = share of the label's items that are hard / overall hard share).
+Tests: `python -m pytest tests/test_tiers.py -q`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Mapping
+
+import numpy as np
+
+from datamodules.tiers import TIERS, DifficultyRow, atomic_write_text
+
+
+def tier_report(
+    difficulty: Mapping[str, DifficultyRow],
+    labels: Mapping[str, str] | None = None,
+    bins: int | None = None,
+    top: int = 10,
+) -> dict:
+    """Summarise a difficulty file as a JSON-ready dict.
+
+    Args:
+        difficulty: {id: row}, e.g. from `read_difficulty`.
+        labels: {id: label} (e.g. class name); defaults to each row's `solution`. Unlabelled ids are left out of
+            the over-representation table (its overall hard share is computed over labelled items only).
+        bins: None (default) = one bin per correct value 0..k (needs a single k); an int = that many equal-width
+            pass-rate bins over [0, 1].
+        top: how many over-represented labels to keep.
+    """
+    n = len(difficulty)
+    if n == 0:
+        raise ValueError("empty difficulty file: nothing to report")
+    counts = Counter(row.tier for row in difficulty.values())
+    tiers = {t: {"count": counts[t], "share": counts[t] / n} for t in TIERS}
+    ks = sorted({row.k for row in difficulty.values()})
+
+    if bins is None:
+        if len(ks) > 1:
+            raise ValueError(f"mixed k values {ks}: pass an integer `bins` for a pass-rate histogram")
+        k = ks[0]
+        per_correct = Counter(row.correct for row in difficulty.values())
+        histogram = {"bins": [f"{c}/{k}" for c in range(k + 1)], "counts": [per_correct[c] for c in range(k + 1)]}
+    else:
+        if bins < 1:
+            raise ValueError(f"bins must be >= 1, got {bins}")
+        values, edges = np.histogram([row.pass_rate for row in difficulty.values()], bins=bins, range=(0.0, 1.0))
+        names = [
+            f"[{lo:.2f}, {hi:.2f}{']' if i == bins - 1 else ')'}" for i, (lo, hi) in enumerate(zip(edges, edges[1:]))
+        ]
+        histogram = {"bins": names, "counts": [int(v) for v in values]}
+
+    if labels is None:
+        labels = {i: row.solution for i, row in difficulty.items() if row.solution is not None}
+    total_per_label: Counter[str] = Counter()
+    hard_per_label: Counter[str] = Counter()
+    for item_id, row in difficulty.items():
+        if item_id in labels:
+            total_per_label[labels[item_id]] += 1
+            hard_per_label[labels[item_id]] += row.tier == "hard"
+    n_labelled = sum(total_per_label.values())
+    overall_hard = sum(hard_per_label.values()) / n_labelled if n_labelled else 0.0
+    over = []
+    for label, hard in hard_per_label.items():
+        if hard >= 1:
+            share = hard / total_per_label[label]
+            entry = {"label": label, "hard": hard, "total": total_per_label[label], "hard_share": share}
+            over.append({**entry, "lift": share / overall_hard})
+    over.sort(key=lambda e: (-e["hard"], -e["lift"], e["label"]))
+
+    return {
+        "n": n,
+        "k": ks[0] if len(ks) == 1 else ks,
+        "tiers": tiers,
+        "histogram": histogram,
+        "overall_hard_share": overall_hard,
+        "hard_labels": over[:top],
+    }
+
+
+def _rows(report: dict) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+    """The report's three tables as rows of strings (shared by the rich and the plain renderer)."""
+    tiers = [[t, str(v["count"]), f"{100 * v['share']:.1f}%"] for t, v in report["tiers"].items()]
+    hist = [[b, str(c)] for b, c in zip(report["histogram"]["bins"], report["histogram"]["counts"])]
+    labels = [
+        [e["label"], str(e["hard"]), str(e["total"]), f"{100 * e['hard_share']:.1f}%", f"{e['lift']:.2f}"]
+        for e in report["hard_labels"]
+    ]
+    return tiers, hist, labels
+
+
+_HEADERS = (["tier", "count", "share"], ["correct", "count"], ["label", "hard", "total", "hard share", "lift"])
+
+
+def _plain_table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([title, line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def format_tier_report(report: dict, use_rich: bool | None = None) -> str:
+    """Render the report as plain-text tables; `rich` when importable (use_rich=None), else a plain fallback."""
+    title = f"Difficulty tiers: {report['n']} items, k = {report['k']}"
+    names = ("Tiers", "Histogram", "Labels over-represented in the hard tier")
+    sections = list(zip(names, _HEADERS, _rows(report)))
+    if use_rich is not False:
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:
+            if use_rich:
+                raise
+        else:
+            console = Console(file=io.StringIO(), width=100, color_system=None, force_terminal=False)
+            console.print(title)
+            for name, header, rows in sections:
+                table = Table(title=name)
+                for i, h in enumerate(header):
+                    table.add_column(h, justify="left" if i == 0 else "right")
+                for r in rows:
+                    table.add_row(*r)
+                console.print(table)
+            return console.file.getvalue()
+    return "\n\n".join([title, *(_plain_table(name, h, rows) for name, h, rows in sections)]) + "\n"
+
+
+def save_tier_report(report: dict, path: str | os.PathLike) -> None:
+    """Write the report as JSON atomically."""
+    atomic_write_text(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,188 @@
+"""The one model builder: checkpoint folder -> (model, processor) with dtype, attention, freezing, LoRA or QLoRA.
+
+Only this file knows about peft and bitsandbytes; LightningModules receive the built model. Any Qwen2.5-VL / Qwen2-VL
+checkpoint folder (or hub id where a hub is reachable) loads through `AutoModelForImageTextToText`.
+
+    python -c "from lightning_modules.vlm import VLMOptions, build_vlm; build_vlm('ckpt_dir', VLMOptions())"
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lightning_modules.processor import load_processor
+
+# LoRA targets. "language": every linear of the language model (not lm_head, not the vision tower).
+LANGUAGE_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+# "all": also the vision blocks and the merger (ms-swift all-linear with an unfrozen ViT, as the official scripts).
+VISION_LINEARS = r".*visual\.(blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.\w+_proj)|merger\.mlp\.\d+)"
+TARGET_PRESETS = {"language": LANGUAGE_LINEARS, "all": f"({LANGUAGE_LINEARS})|({VISION_LINEARS})"}
+# transformers 5.x matches skip entries as prefixes/anchored regexes, not substrings: "visual" alone would quantize
+# the vision tower silently (environment.md §6).
+QLORA_SKIP_MODULES = ["model.visual", "lm_head"]
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16}  # fmt: skip
+
+
+@dataclass
+class LoraOptions:
+    """LoRA settings (official DC-SFT: r 32, alpha 64, dropout 0.05)."""
+
+    r: int = 32
+    alpha: int = 64
+    dropout: float = 0.05
+    target: str = "language"  # "language", "all" (LLM + vision tower + merger) or a regex over module names
+
+
+@dataclass
+class QuantOptions:
+    """QLoRA 4-bit settings; the vision tower and lm_head stay unquantized."""
+
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "bfloat16"
+
+
+@dataclass
+class VLMOptions:
+    """Everything the builder needs besides the checkpoint path."""
+
+    dtype: str = "bfloat16"
+    attn_implementation: str | None = "sdpa"
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = False
+    freeze_merger: bool = False
+    lora: LoraOptions | None = field(default_factory=LoraOptions)
+    qlora: QuantOptions | None = None
+    adapter_path: str | None = None  # an existing PEFT adapter to load (trainable when lora is set)
+    trust_remote_code: bool = False
+
+
+def check_options(opts: VLMOptions) -> None:
+    """Refuse invalid combinations all at once, before loading anything."""
+    problems = []
+    if opts.dtype not in DTYPES:
+        problems.append(f"dtype {opts.dtype!r} is not one of {sorted(DTYPES)}")
+    if opts.qlora is not None and opts.lora is None:
+        problems.append("qlora needs lora (4-bit base weights cannot be trained directly)")
+    if opts.qlora is not None:
+        if opts.qlora.quant_type not in ("nf4", "fp4"):
+            problems.append(f"qlora.quant_type {opts.qlora.quant_type!r} must be nf4 or fp4")
+        if opts.qlora.compute_dtype not in DTYPES:
+            problems.append(f"qlora.compute_dtype {opts.qlora.compute_dtype!r} is not one of {sorted(DTYPES)}")
+    if problems:
+        raise ValueError("invalid model options: " + "; ".join(problems))
+
+
+def _bitsandbytes_config(q: QuantOptions):
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError("QLoRA requested but bitsandbytes is not installed: pip install -e '.[qlora]'")
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as err:  # a broken native library
+        raise RuntimeError(f"QLoRA requested but bitsandbytes cannot run here: {err}") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
+                              bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=DTYPES[q.compute_dtype],
+                              llm_int8_skip_modules=QLORA_SKIP_MODULES)  # fmt: skip
+
+
+def lora_targets(model: nn.Module, target: str) -> str:
+    """The regex for `target`, checked to match at least one linear layer (a clear error otherwise)."""
+    pattern = TARGET_PRESETS.get(target, target)
+    linear_names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or "Linear" in type(m).__name__]
+    if not any(re.fullmatch(pattern, n) for n in linear_names):
+        raise ValueError(f"LoRA target {target!r} matches no linear layer of the model; examples of names: "
+                         f"{linear_names[:3]}. Use 'language', 'all' or a regex over these names.")  # fmt: skip
+    return pattern
+
+
+def _freeze(model: nn.Module, opts: VLMOptions) -> None:
+    inner = model.model if hasattr(model, "model") else model
+    visual = getattr(inner, "visual", None)
+    if visual is None:
+        return
+    for name, param in visual.named_parameters():
+        is_merger = name.startswith("merger.")
+        if (opts.freeze_merger and is_merger) or (opts.freeze_vision and not is_merger):
+            param.requires_grad_(False)
+
+
+def build_vlm(model_path: str, opts: VLMOptions | None = None, min_pixels: int | None = None,
+              max_pixels: int | None = None, device_map=None):  # fmt: skip
+    """Load a Qwen2(.5)-VL checkpoint and its image-only processor, then apply freezing / LoRA / QLoRA.
+
+    Returns (model, processor); the model is in train mode with only the intended parameters trainable.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    from datamodules.demo import resolve
+
+    opts = opts or VLMOptions()
+    check_options(opts)
+    model_path = resolve(model_path)
+    if Path(model_path).exists() and not (Path(model_path) / "config.json").exists():
+        raise FileNotFoundError(f"{model_path}: no config.json; expected a Hugging Face checkpoint folder")
+    processor = load_processor(model_path, min_pixels, max_pixels)
+    kwargs = {"dtype": DTYPES[opts.dtype], "trust_remote_code": opts.trust_remote_code}
+    if opts.attn_implementation:
+        kwargs["attn_implementation"] = opts.attn_implementation
+    if opts.qlora is not None:
+        kwargs["quantization_config"] = _bitsandbytes_config(opts.qlora)
+        kwargs["device_map"] = device_map or ({"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu")
+    model = AutoModelForImageTextToText.from_pretrained(model_path, **kwargs)
+    if opts.lora is None:
+        _freeze(model, opts)
+        if opts.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        return model, processor
+
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if opts.qlora is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=opts.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})  # fmt: skip
+    elif opts.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if opts.adapter_path:
+        model = PeftModel.from_pretrained(model, opts.adapter_path, is_trainable=True)
+    else:
+        config = LoraConfig(r=opts.lora.r, lora_alpha=opts.lora.alpha, lora_dropout=opts.lora.dropout,
+                            target_modules=lora_targets(model, opts.lora.target), bias="none")  # fmt: skip
+        model = get_peft_model(model, config)
+    model.train()
+    return model, processor
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The Hugging Face model under a PEFT wrapper (LoRA layers stay injected)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def merge_adapter(base_path: str, adapter_path: str, out_dir: str, dtype: str = "bfloat16") -> Path:
+    """Merge a PEFT adapter into its base model and save model + processor (for export or the next stage)."""
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(base_path, dtype=DTYPES[dtype])
+    merged = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
+    merged.save_pretrained(out_dir)
+    load_processor(base_path).save_pretrained(out_dir)
+    return Path(out_dir)
+
+
+if __name__ == "__main__":  # python -m lightning_modules.vlm BASE ADAPTER OUT [dtype]
+    import sys
+
+    if len(sys.argv) < 4:
+        sys.exit("usage: python -m lightning_modules.vlm BASE_DIR ADAPTER_DIR OUT_DIR [bfloat16|float32]")
+    print(merge_adapter(*sys.argv[1:5]))
