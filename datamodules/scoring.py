@@ -305,14 +305,15 @@ def math_match(response: str, solution: str) -> bool:
 
 
 _LETTERS = [chr(ord("A") + i) for i in range(26)]
+_GOLD_LETTER = re.compile(r"\s*\(?([A-Za-z])\)?(?![A-Za-z0-9])")
 
 
 def choice_match(response: str, solution: str) -> bool:
     """Multiple choice by letter: MMMU's parser over A-Z (bracket, then space pass; no content pass, no random
-    fallback) on the stripped response, compared with the gold letter ("B", "(B)" or "B." all mean B)."""
+    fallback) on the stripped response, compared with the gold's leading letter ("B", "(B)", "B." or "B. 5")."""
+    gold = _GOLD_LETTER.match(solution)
     parsed = mmmu_parse_multi_choice(response.strip(), _LETTERS, {})
-    gold = solution.strip().strip("().:").strip().upper()
-    return parsed is not None and parsed == gold
+    return gold is not None and parsed == gold.group(1).upper()
 
 
 SCORERS: dict[str, Callable[[str, str], bool]] = {

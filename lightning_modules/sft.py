@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -65,13 +66,15 @@ class SFTModule(L.LightningModule):
                  adam_betas: tuple[float, float] = (0.9, 0.95), warmup_ratio: float = 0.1, min_lr_ratio: float = 0.0,
                  export_dir: str | None = None) -> None:  # fmt: skip
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["vlm"])
         self.vlm = vlm or VLMOptions()
+        self.hparams["vlm"] = asdict(self.vlm)  # plain dict: checkpoints stay loadable with weights_only=True
         self.model = None
         self.processor = None
         self.strict_loading = False  # checkpoints hold trainable weights only
         self._t0 = 0.0
         self._tokens = 0
+        self._pending_rng: dict[str, Any] | None = None
 
     def configure_model(self) -> None:
         """Build the model lazily, so parsing a config never loads weights (and FSDP can shard at init)."""
@@ -91,6 +94,9 @@ class SFTModule(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["ids"]))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._pending_rng is not None:
+            torch.set_rng_state(self._pending_rng["torch"])
+            self._pending_rng = None
         if self._t0 == 0.0:
             self._t0 = time.perf_counter()
 
@@ -130,8 +136,7 @@ class SFTModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.configure_model()
-        if "rng" in checkpoint:
-            torch.set_rng_state(checkpoint["rng"]["torch"])
+        self._pending_rng = checkpoint.get("rng")  # applied at the first resumed batch: loader setup draws RNG too
 
     def on_fit_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:

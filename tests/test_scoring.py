@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -175,7 +176,15 @@ NORMALIZE_CASES = [
 
 
 @pytest.mark.parametrize("extraction,choices,qtype,atype,precision,gold,normalized", NORMALIZE_CASES)
-def test_mathvista_normalize(extraction, choices, qtype, atype, precision, gold, normalized) -> None:  # noqa: ANN001
+def test_mathvista_normalize(
+    extraction: Any,
+    choices: list[str] | None,
+    qtype: str,
+    atype: str,
+    precision: float | None,
+    gold: str,
+    normalized: str | None,
+) -> None:
     result = S.mathvista_normalize(extraction, choices, qtype, atype, precision)
     assert result == normalized
     assert S.mathvista_is_correct(result, gold) == (normalized == gold)
@@ -203,7 +212,9 @@ EXTRACT_CASES = [
 
 
 @pytest.mark.parametrize("response,qtype,atype,choices,quick,expected", EXTRACT_CASES)
-def test_mathvista_extract(response, qtype, atype, choices, quick, expected) -> None:  # noqa: ANN001
+def test_mathvista_extract(
+    response: str, qtype: str, atype: str, choices: list[str] | None, quick: bool, expected: str | None
+) -> None:
     assert S.mathvista_extract(response, qtype, atype, choices, quick_extract=quick) == expected
 
 
@@ -224,7 +235,9 @@ FALLBACK_CASES = [
 
 
 @pytest.mark.parametrize("response,qtype,atype,choices,expected", FALLBACK_CASES)
-def test_mathvista_fallback_extract(response, qtype, atype, choices, expected) -> None:  # noqa: ANN001
+def test_mathvista_fallback_extract(
+    response: str, qtype: str, atype: str, choices: list[str] | None, expected: str
+) -> None:
     assert S.mathvista_fallback_extract(response, qtype, atype, choices) == expected
 
 
@@ -296,6 +309,8 @@ def test_math_match_off_main_thread() -> None:
         ("b", "B", False),  # case-sensitive like MMMU
         ("nothing here", "A", False),  # no random fallback
         ("The answer is (D)", "(D)", True),  # gold given with brackets
+        ("D", "D. 12 cm", True),  # gold given with its option text: its leading letter counts
+        ("B", "Because", False),  # not a letter gold
     ],
 )
 def test_choice_match(response: str, solution: str, correct: bool) -> None:

@@ -125,7 +125,7 @@ class MMMU(Benchmark):
         for subject in subjects:
             found = sorted((root / subject).glob(pattern))
             if not found:
-                raise FileNotFoundError(self._error(f"no {root / subject / pattern} (subject {subject} requested)"))
+                raise FileNotFoundError(self._error(f"no {root / subject / pattern} for subject {subject}"))
             files.extend(found)
         if not files:
             raise FileNotFoundError(
@@ -159,7 +159,7 @@ class MMMU(Benchmark):
         options = [str(option) for option in options]
         question_type = str(row["question_type"])
         letters = [chr(ord("A") + i) for i in range(len(options))]
-        text = row["question"] + "\n".join(options)
+        text = "\n".join([row["question"], *options])
         order = list(dict.fromkeys(int(k) for k in _IMAGE_REF.findall(text)))
         order += [k for k in range(1, 8) if k not in order]
         base = file.parent
