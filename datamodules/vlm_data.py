@@ -223,9 +223,9 @@ class VLMDataModule(L.LightningDataModule):
                           sampler=self._sampler, collate_fn=self._collator("right"),
                           num_workers=self.hparams.num_workers, drop_last=False)  # fmt: skip
 
-    def val_dataloader(self) -> DataLoader | list:
-        if not self.val_samples:
-            return []
+    def val_dataloader(self) -> DataLoader:
+        if not self.val_samples:  # one placeholder batch, so that evaluation callbacks run in `validate`
+            return DataLoader([{"placeholder": True}], batch_size=1, collate_fn=_placeholder)
         return DataLoader(self._dataset(self.val_samples), batch_size=self.hparams.eval_batch_size,
                           collate_fn=self._collator("right"), num_workers=self.hparams.num_workers)  # fmt: skip
 
@@ -244,6 +244,10 @@ class VLMDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self._resume = dict(state_dict) if state_dict else {}
+
+
+def _placeholder(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"placeholder": True}
 
 
 __all__ = ["VLMDataModule", "SampleDataset", "IGNORE_INDEX"]

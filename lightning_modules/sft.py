@@ -90,6 +90,8 @@ class SFTModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if "placeholder" in batch:  # no val_file: validation only runs the evaluation callbacks
+            return
         loss, _ = supervised_loss(self.model, batch)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["ids"]))
 

@@ -38,6 +38,7 @@ class LoraOptions:
     alpha: int = 64
     dropout: float = 0.05
     target: str = "language"  # "language", "all" (LLM + vision tower + merger) or a regex over module names
+    modules_to_save: list[str] | None = None  # modules trained fully beside LoRA and saved in the adapter
 
 
 @dataclass
@@ -138,6 +139,12 @@ def build_vlm(model_path: str, opts: VLMOptions | None = None, min_pixels: int |
         kwargs["quantization_config"] = _bitsandbytes_config(opts.qlora)
         kwargs["device_map"] = device_map or ({"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu")
     model = AutoModelForImageTextToText.from_pretrained(model_path, **kwargs)
+    if opts.lora is None and opts.adapter_path:  # evaluate a saved adapter (weights frozen)
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, resolve(opts.adapter_path))
+        model.requires_grad_(False)
+        return model, processor
     if opts.lora is None:
         _freeze(model, opts)
         if opts.gradient_checkpointing:
@@ -157,7 +164,8 @@ def build_vlm(model_path: str, opts: VLMOptions | None = None, min_pixels: int |
         model = PeftModel.from_pretrained(model, opts.adapter_path, is_trainable=True)
     else:
         config = LoraConfig(r=opts.lora.r, lora_alpha=opts.lora.alpha, lora_dropout=opts.lora.dropout,
-                            target_modules=lora_targets(model, opts.lora.target), bias="none")  # fmt: skip
+                            target_modules=lora_targets(model, opts.lora.target), bias="none",
+                            modules_to_save=opts.lora.modules_to_save)  # fmt: skip
         model = get_peft_model(model, config)
     model.train()
     return model, processor

@@ -118,7 +118,9 @@ class DCSFTJson(Benchmark):
         return path if path.is_absolute() else base / path
 
     def load(self) -> list[EvalItem]:
-        source = Path(self.path)
+        from datamodules.demo import resolve
+
+        source = Path(resolve(self.path))
         if not source.is_file():
             raise FileNotFoundError(self._error(f"{source} not found (expected a list of problem/solution/image)"))
         try:

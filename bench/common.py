@@ -1,0 +1,122 @@
+"""Shared helpers for the benchmark scripts: threads, process memory, subprocess runs, versions, formatting.
+
+Peak memory on CPU: `tracemalloc` does not see torch's allocations and `ru_maxrss` is a process-lifetime high-water
+mark, so a step's peak is read as the kernel's VmHWM after resetting it (`/proc/self/clear_refs` <- "5", Linux >= 4.0)
+just before the measured steps, minus VmRSS at that moment. Each side runs in its own fresh (spawned) process.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.metadata
+import multiprocessing
+import os
+import platform
+import re
+import statistics
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `python bench/x.py` as well as `python -m bench.x`
+    sys.path.insert(0, str(REPO_ROOT))
+
+# glibc keeps freed heap memory resident and raises its mmap threshold after large frees (up to 32 MiB), so RSS
+# would lag behind torch's live memory. A fixed small threshold makes every tensor-sized block an mmap that is
+# returned to the kernel on free; set for spawned measurement processes (read by glibc at process start).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
+def set_threads(n: int = 1) -> None:
+    """Pin torch's intra-op threads (one thread gives steadier ratios on a shared machine)."""
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    match = re.search(rf"^{field}:\s+(\d+)\s+kB", text, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def rss_mib() -> float:
+    """Current resident set size in MiB (falls back to ru_maxrss where /proc is missing)."""
+    kib = _status_kib("VmRSS")
+    if kib is None:
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process; False where not supported (then peaks are lifetime peaks)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size since start or since the last `reset_peak_rss()`, in MiB."""
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024
+
+
+def run_in_fresh_process(fn: Callable[..., Any], *args: Any, env: dict[str, str] | None = None) -> Any:
+    """Run a picklable top-level function in a new spawned interpreter and return its result."""
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})  # inherited by the child at spawn time
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            return pool.submit(fn, *args).result()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def median(values: Iterable[float]) -> float:
+    return float(statistics.median(list(values)))
+
+
+def versions(*packages: str) -> str:
+    """'python 3.11.x, torch 2.x, ...' for the given distributions (missing ones are skipped)."""
+    parts = [f"python {platform.python_version()}"]
+    for name in packages:
+        try:
+            parts.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return ", ".join(parts)
+
+
+def count_params(module: Any, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def fmt_params(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.3f} B"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} M"
+    return f"{n / 1e3:.1f} k"
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"

@@ -1,0 +1,200 @@
+"""Generic generative evaluation at epoch ends (and/or every N steps) and in standalone `validate` runs.
+
+Each configured benchmark (`datamodules/benchmarks/`: MMMU, MathVista, ImageNet folders, DC-SFT JSON) yields items;
+this callback generates answers in batches through the shared-prefill sampler (greedy by default), shards items
+contiguously across DDP ranks and gathers them (as the official `test_dp.py`), scores them with the benchmark's
+official scorer, logs `val/<benchmark>/acc` (accuracy in %, two decimals as the official scripts print) plus
+breakdowns, and writes one predictions JSONL per evaluation. The model's train mode is restored afterwards.
+
+    python train.py validate --config configs/eval/imagenet_a.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from datamodules.benchmarks.base import Benchmark, EvalItem
+from datamodules.collate import Collator, encode_sample
+from datamodules.formats import IMAGE_MARKER, Sample
+from datamodules.images import MAX_PIXELS, MIN_PIXELS, load_image
+from datamodules.tiers import atomic_write_text
+from lightning_modules.sampling import SamplingConfig, banned_token_ids, sample, stop_token_ids
+
+
+def subset(items: list[EvalItem], limit: int | None, seed: int) -> list[EvalItem]:
+    """All items, or `limit` of them chosen with a fixed seed (kept in their original order)."""
+    if limit is None or limit >= len(items):
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
+
+
+def shard(n: int, rank: int, world: int) -> range:
+    """Contiguous split; the last rank takes the remainder (official `test_dp.py`)."""
+    per = n // world
+    return range(rank * per, n if rank == world - 1 else (rank + 1) * per)
+
+
+def summarize(benchmark: Benchmark, items: list[EvalItem], results: list[dict[str, Any]]) -> dict[str, float]:
+    """Accuracy (%), fallback share and per-group accuracies, keyed by metric name."""
+    name = benchmark.name
+    n = len(results)
+    metrics = {f"val/{name}/acc": round(100.0 * sum(r["correct"] for r in results) / max(n, 1), 2),
+               f"val/{name}/fallback_rate": 100.0 * sum(r["fallback"] for r in results) / max(n, 1)}  # fmt: skip
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for item, result in zip(items, results):
+        for group, values in benchmark.breakdown_keys(item).items():
+            for value in values:
+                groups[f"val/{name}/{group}/{value}/acc"].append(result["correct"])
+    for key, flags in groups.items():
+        metrics[key] = 100.0 * sum(flags) / len(flags)
+    return metrics
+
+
+class GenerativeEval(L.Callback):
+    """Evaluate benchmarks by generation; logs `val/<name>/acc` and writes predictions JSONL.
+
+    Args:
+        benchmarks: benchmark objects (class_path/init_args in YAML).
+        every_n_epochs: evaluate at the end of every N-th training epoch (0 = never).
+        every_n_steps: also evaluate every N optimizer steps (0 = never).
+        at_fit_start: evaluate once before training (the starting point of the curve).
+        limit: evaluate at most this many items per benchmark (chosen with `subset_seed`); None = all.
+        subset_seed: seed for `limit` and the MMMU random-letter fallback.
+        batch_size: prompts per generation batch.
+        max_new_tokens: generation budget (official: 128).
+        min_pixels: image resize lower bound.
+        max_pixels: image resize upper bound (the official eval leaves qwen-vl-utils' default, 12,845,056).
+        output_dir: where predictions go; default `<log_dir>/predictions`.
+        breakdowns: log per-group accuracies (subject, class, ...) besides the overall accuracy.
+    """
+
+    def __init__(self, benchmarks: list[Benchmark], every_n_epochs: int = 1, every_n_steps: int = 0,
+                 at_fit_start: bool = False, limit: int | None = None, subset_seed: int = 42, batch_size: int = 16,
+                 max_new_tokens: int = 128, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
+                 output_dir: str | None = None, breakdowns: bool = True) -> None:  # fmt: skip
+        self.benchmarks = benchmarks
+        self.every_n_epochs = every_n_epochs
+        self.every_n_steps = every_n_steps
+        self.at_fit_start = at_fit_start
+        self.limit = limit
+        self.subset_seed = subset_seed
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.min_pixels = min_pixels
+        self.max_pixels = max_pixels
+        self.output_dir = output_dir
+        self.breakdowns = breakdowns
+        self._items: dict[str, list[EvalItem]] = {}
+        self.last_metrics: dict[str, float] = {}
+        self._last_step = -1
+
+    # ------------------------------------------------------------- schedule
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for bench in self.benchmarks:  # load (and validate) files before any expensive work
+            if bench.name not in self._items:
+                self._items[bench.name] = subset(bench.load(), self.limit, self.subset_seed)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.at_fit_start:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            self._last_step = step  # once per optimizer step, also under gradient accumulation
+            self.evaluate(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "validate" and not trainer.sanity_checking:
+            self.evaluate(trainer, pl_module)
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def generate(self, pl_module, items: list[EvalItem]) -> list[str]:
+        """Greedy answers for `items`, in order."""
+        processor, model = pl_module.processor, pl_module.model
+        tok = processor.tokenizer
+        collate = Collator(tok.pad_token_id, tok.convert_tokens_to_ids("<|image_pad|>"), "left")
+        cfg = SamplingConfig(k=1, max_new_tokens=self.max_new_tokens, do_sample=False)
+        stops, banned = stop_token_ids(processor, model), banned_token_ids(processor)
+        answers: list[str] = []
+        for start in range(0, len(items), self.batch_size):
+            encoded = []
+            for item in items[start : start + self.batch_size]:
+                images = [load_image(im, self.min_pixels, self.max_pixels) for im in item.images]
+                messages = [{"role": "user", "content": IMAGE_MARKER * len(images) + item.prompt}]
+                encoded.append(encode_sample(processor, Sample(item.id, messages, []), images, generation=True))
+            batch = {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in collate(encoded).items()}
+            for completions in sample(model, batch, cfg, stops, banned):
+                answers.append(tok.decode(completions[0], skip_special_tokens=True))
+        return answers
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Run every benchmark now; returns (and logs) the metrics."""
+        was_training = pl_module.model.training
+        pl_module.model.eval()
+        metrics: dict[str, float] = {}
+        try:
+            for bench in self.benchmarks:
+                metrics.update(self._evaluate_one(trainer, pl_module, bench))
+        finally:
+            if was_training:
+                pl_module.model.train()
+        for key, value in metrics.items():
+            if self.breakdowns or key.count("/") == 2:  # val/<name>/acc and val/<name>/fallback_rate always
+                pl_module.log(key, value, rank_zero_only=True, sync_dist=False)
+        self.last_metrics = metrics
+        return metrics
+
+    def _evaluate_one(self, trainer, pl_module, bench: Benchmark) -> dict[str, float]:
+        items = self._items[bench.name]
+        part = shard(len(items), trainer.global_rank, trainer.world_size)
+        t0 = time.perf_counter()
+        local = list(zip(part, self.generate(pl_module, [items[i] for i in part])))
+        gathered = [local]
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, local)
+        responses = dict(pair for chunk in gathered for pair in chunk)
+        rng = random.Random(self.subset_seed)
+        results = []
+        for index, item in enumerate(items):
+            score = bench.score(item, responses[index], rng)
+            results.append({"id": item.id, "prompt": item.prompt, "response": responses[index],
+                            "extracted": score.extracted, "gold": _jsonable(item.gold), "correct": bool(score.correct),
+                            "fallback": bool(score.fallback)})  # fmt: skip
+        metrics = summarize(bench, items, results)
+        elapsed = time.perf_counter() - t0
+        rank_zero_info(f"[eval] {bench.name}: acc {metrics[f'val/{bench.name}/acc']:.2f} on {len(items)} items "
+                       f"({len(items) / max(elapsed, 1e-9):.1f} items/s)")  # fmt: skip
+        if trainer.is_global_zero:
+            self._write(trainer, bench.name, results)
+        return metrics
+
+    def _write(self, trainer, name: str, results: list[dict[str, Any]]) -> None:
+        root = Path(self.output_dir or Path(trainer.log_dir or trainer.default_root_dir) / "predictions")
+        path = root / name / f"epoch={trainer.current_epoch}-step={trainer.global_step}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)

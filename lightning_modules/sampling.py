@@ -1,0 +1,153 @@
+"""Shared-prefill sampler: B prompts -> k completions each, encoding every image and prompt once.
+
+Why: the official difficulty estimate runs 8 full passes of `generate` (8 prefills of every image + prompt). Here each
+prompt batch is prefilled once, the KV cache is expanded item-major to B*k rows, and one decode loop samples all k
+continuations; finished rows leave the cache so long answers do not hold up the batch. Equivalent in distribution to
+k independent samples (same warped softmax per step); with greedy decoding each of the k answers equals plain
+`generate`. Used by evaluation (k = 1, greedy), difficulty estimation (k = 8) and GRPO rollouts (k = G).
+
+Pitfalls handled (performance.md): explicit 3-D M-RoPE position ids at prefill and every decode step (so the model's
+`rope_deltas` state is never used); `batch_repeat_interleave` (item-major), never tiling; `mm_token_type_ids` kept at
+prefill; the left-padding attention mask grows by one column per step; vision special tokens are never sampled.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from lightning_modules.processor import VISION_SPECIAL_TOKENS
+from lightning_modules.vlm import unwrap
+
+
+@dataclass
+class SamplingConfig:
+    """Decoding settings (defaults: the official DC-SFT rollout settings)."""
+
+    k: int = 8
+    max_new_tokens: int = 128
+    do_sample: bool = True
+    temperature: float = 0.9
+    top_p: float = 1.0
+    top_k: int = 50
+
+
+def _warpers(cfg: SamplingConfig) -> LogitsProcessorList:
+    warpers = LogitsProcessorList()
+    if cfg.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(cfg.temperature))
+    if cfg.top_k and cfg.top_k > 0:
+        warpers.append(TopKLogitsWarper(cfg.top_k))
+    if cfg.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(cfg.top_p))
+    return warpers
+
+
+def _cache_kwarg(inner) -> str:
+    """transformers 5.2x renamed `past_key_values` to `cache`; accept both."""
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+def _cache_of(output):
+    return output.cache if "cache" in output else output.past_key_values
+
+
+def stop_token_ids(processor, model) -> list[int]:
+    """`<|im_end|>` and `<|endoftext|>` plus the generation config's eos ids."""
+    tok = processor.tokenizer
+    ids = {tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")}
+    eos = getattr(unwrap(model).generation_config, "eos_token_id", None)
+    ids.update([eos] if isinstance(eos, int) else (eos or []))
+    return sorted(i for i in ids if i is not None and i >= 0)
+
+
+def banned_token_ids(processor) -> list[int]:
+    """Vision special tokens: sampling one would break any later forward over the sequence."""
+    tok = processor.tokenizer
+    return [i for i in (tok.convert_tokens_to_ids(t) for t in VISION_SPECIAL_TOKENS) if i is not None and i >= 0]
+
+
+@torch.no_grad()
+def sample(model, batch: dict[str, torch.Tensor], cfg: SamplingConfig, stop_ids: list[int],
+           banned_ids: list[int] | None = None, generator: torch.Generator | None = None) -> list[list[list[int]]]:  # fmt: skip
+    """k completions for each left-padded prompt in `batch` (ids of new tokens, the stop token included if emitted).
+
+    Args:
+        model: a Qwen2(.5)-VL model, optionally PEFT-wrapped.
+        batch: `input_ids`, `attention_mask` [B, T] (left padded), optional `pixel_values`, `image_grid_thw`,
+            `mm_token_type_ids`.
+        cfg: k, max_new_tokens and the sampling settings (do_sample False = greedy).
+        stop_ids: tokens that end a completion.
+        banned_ids: tokens never sampled.
+        generator: RNG for sampling (seeded by the caller for reproducible rollouts).
+
+    Returns:
+        out[b][j]: token ids of the j-th completion of prompt b.
+    """
+    hf = unwrap(model)
+    inner = hf.model
+    input_ids, mask = batch["input_ids"], batch["attention_mask"]  # [B, T]
+    bsz, k = input_ids.shape[0], cfg.k
+    mm = batch.get("mm_token_type_ids")
+    if batch.get("image_grid_thw") is not None:
+        if mm is None:
+            mm = (input_ids == hf.config.image_token_id).long()
+        positions, _ = inner.get_rope_index(input_ids, mm_token_type_ids=mm, image_grid_thw=batch["image_grid_thw"],
+                                            attention_mask=mask)  # fmt: skip  # [3, B, T]
+    else:
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0).unsqueeze(0).expand(3, -1, -1)  # [3, B, T]
+    cache_key = _cache_kwarg(inner)
+    prefill = {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions, "use_cache": True}
+    for key in ("pixel_values", "image_grid_thw"):
+        if batch.get(key) is not None:
+            prefill[key] = batch[key]
+    if mm is not None:
+        prefill["mm_token_type_ids"] = mm
+    out = inner(**prefill)
+    cache = _cache_of(out)
+    last_hidden = out.last_hidden_state[:, -1]  # [B, H]
+    next_pos = positions.masked_fill(mask.unsqueeze(0) == 0, -1).amax(dim=(0, 2)) + 1  # [B]
+
+    # Expand item-major to B*k rows (never tile).
+    cache.batch_repeat_interleave(k)
+    last_hidden = last_hidden.repeat_interleave(k, 0)  # [N, H]
+    mask = mask.repeat_interleave(k, 0)  # [N, T]
+    next_pos = next_pos.repeat_interleave(k, 0)  # [N]
+    rows = torch.arange(bsz * k)  # original row of each active row
+    results: list[list[int]] = [[] for _ in range(bsz * k)]
+    warpers = _warpers(cfg) if cfg.do_sample else None
+    stop = torch.tensor(stop_ids, dtype=torch.long)
+    banned = torch.tensor(banned_ids or [], dtype=torch.long)
+    device = input_ids.device
+
+    for step in range(cfg.max_new_tokens):
+        logits = hf.lm_head(last_hidden).float()  # [N, V]
+        if banned.numel():
+            logits[:, banned.to(device)] = float("-inf")
+        if warpers is not None:
+            scores = warpers(None, logits)
+            probs = torch.softmax(scores, dim=-1)
+            tokens = torch.multinomial(probs.cpu() if generator is not None else probs, 1,
+                                       generator=generator).squeeze(1).to(device)  # fmt: skip  # [N]
+        else:
+            tokens = logits.argmax(-1)  # [N]
+        for row, token in zip(rows.tolist(), tokens.tolist()):
+            results[row].append(token)
+        done = torch.isin(tokens.cpu(), stop)  # [N]
+        if step == cfg.max_new_tokens - 1 or bool(done.all()):
+            break
+        if bool(done.any()):  # drop finished rows from the cache and every per-row tensor
+            keep = (~done).nonzero().squeeze(1)
+            cache.batch_select_indices(keep.to(device))
+            rows, tokens, mask, next_pos = rows[keep], tokens[keep.to(device)], mask[keep.to(device)], next_pos[keep.to(device)]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [N, T+1]
+        pos = next_pos.view(1, -1, 1).expand(3, -1, 1)  # [3, N, 1]
+        step_out = inner(input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=pos, use_cache=True,
+                         **{cache_key: cache})  # fmt: skip
+        cache = _cache_of(step_out)
+        last_hidden = step_out.last_hidden_state[:, -1]
+        next_pos = next_pos + 1
+    return [results[b * k : (b + 1) * k] for b in range(bsz)]
