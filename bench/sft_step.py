@@ -30,6 +30,7 @@ vocabulary with 64 image tokens.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -37,7 +38,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -142,6 +143,7 @@ def build_ours(paths: Paths, batch_size: int) -> Side:
     info = batch_info(batch, tok.convert_tokens_to_ids("<|image_pad|>"))
     info.update(params=count_params(model), trainable=count_params(model, trainable_only=True),
                 optimizer=type(optimizer).__name__, vocab=len(tok),
+                embedding_rows=model.get_base_model().config.get_text_config().vocab_size,
                 hidden=model.get_base_model().config.get_text_config().hidden_size)  # fmt: skip
     return Side("ours", step, info)
 
@@ -166,8 +168,29 @@ def trl_records(data_file: str) -> list[dict[str, Any]]:
     return records
 
 
-def build_trl(paths: Paths, batch_size: int, workdir: str) -> Side:
-    """TRL's SFTTrainer on the same checkpoint and examples; a batch from its own dataloader and collator."""
+@contextlib.contextmanager
+def trl_compact_lm_head() -> Iterator[None]:
+    """Make TRL's fused LM head score only supervised positions, as it does where Triton runs (CUDA / XPU).
+
+    On CPU, TRL 1.16 projects every position through lm_head (`compact = _use_triton(device)` in
+    `trl.trainer.utils`); this switches only that decision, the CPU torch tiles still compute. Not stock TRL on CPU:
+    an extra row that estimates how TRL's step behaves where its Triton path is on.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    trl_utils._use_triton = lambda device: True
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
+def build_trl(paths: Paths, batch_size: int, workdir: str) -> list[Side]:
+    """TRL's SFTTrainer on the same checkpoint and examples; a batch from its own dataloader and collator.
+
+    Returns two sides sharing the trainer: stock TRL, and TRL with the compact (GPU-path) LM head.
+    """
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -205,15 +228,22 @@ def build_trl(paths: Paths, batch_size: int, workdir: str) -> Side:
         model.zero_grad()
         return float(loss)
 
+    def step_compact() -> float:
+        with trl_compact_lm_head():
+            return step()
+
     info = batch_info(batch, processor.tokenizer.convert_tokens_to_ids("<|image_pad|>"))
     info.update(params=count_params(model), trainable=count_params(model, trainable_only=True),
                 optimizer=type(optimizer).__name__, vocab=len(processor.tokenizer),
+                embedding_rows=model.get_base_model().config.get_text_config().vocab_size,
                 hidden=model.get_base_model().config.get_text_config().hidden_size)  # fmt: skip
-    return Side("TRL", step, info)
+    return [Side("TRL", step, info), Side("TRL-compact", step_compact, info)]
 
 
 def build_side(name: str, paths: Paths, batch_size: int, workdir: str) -> Side:
-    return build_ours(paths, batch_size) if name == "ours" else build_trl(paths, batch_size, workdir)
+    if name == "ours":
+        return build_ours(paths, batch_size)
+    return next(side for side in build_trl(paths, batch_size, workdir) if side.name == name)
 
 
 # ---------------------------------------------------------------------------------------------------------- memory
@@ -225,7 +255,7 @@ def memory_worker(name: str, paths: Paths, batch_size: int, workdir: str, steps:
     gc.collect()
     reset_peak_rss()
     before_first = rss_mib()
-    side.step()  # the first step also allocates AdamW state (same size on both sides)
+    side.step()  # warm-up; the first step also allocates AdamW state (the same size on every side)
     first = peak_rss_mib() - before_first
     gc.collect()
     supported = reset_peak_rss()
@@ -248,32 +278,33 @@ def prepare(workdir: Path, cfg: Config, batch_size: int, hidden: int) -> Paths:
     return Paths(str(model_dir), str(data))
 
 
-def time_interleaved(a: Side, b: Side, warmup: int, rounds: int) -> tuple[list[float], list[float], list[float]]:
-    """Warm-up, then A B A B ... rounds; returns per-step times of A and B and A's/B's first losses."""
-    losses = [a.step(), b.step()]
+def time_interleaved(sides: list[Side], warmup: int, rounds: int) -> tuple[dict[str, list[float]], list[float]]:
+    """Warm-up, then rounds of A B C ...; per-side step times, and each side's first loss."""
+    losses = [side.step() for side in sides]
     for _ in range(max(0, warmup - 1)):
-        a.step()
-        b.step()
-    times_a, times_b = [], []
+        for side in sides:
+            side.step()
+    times: dict[str, list[float]] = {side.name: [] for side in sides}
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        a.step()
-        t1 = time.perf_counter()
-        b.step()
-        t2 = time.perf_counter()
-        times_a.append(t1 - t0)
-        times_b.append(t2 - t1)
-    return times_a, times_b, losses
+        for side in sides:
+            t0 = time.perf_counter()
+            side.step()
+            times[side.name].append(time.perf_counter() - t0)
+    return times, losses
 
 
-def describe(cfg: Config, info_ours: dict[str, Any], info_trl: dict[str, Any]) -> str:
+def describe(cfg: Config, ours: dict[str, Any], trl: dict[str, Any]) -> str:
     keys = ["sequences", "padded_length", "real_tokens", "image_tokens", "supervised_tokens", "pixel_rows"]
-    rows = [f"  {k:18s} ours {info_ours[k]:>6}   TRL {info_trl[k]:>6}" for k in keys]
-    head = (f"[{cfg.name}] vocab {info_ours['vocab']:,}, hidden {info_ours['hidden']}, {cfg.image_size}x{cfg.image_size} "
-            f"images; params ours {fmt_params(info_ours['params'])} / TRL {fmt_params(info_trl['params'])}, trainable "
-            f"(LoRA) {fmt_params(info_ours['trainable'])} / {fmt_params(info_trl['trainable'])}; optimizers "
-            f"{info_ours['optimizer']} / {info_trl['optimizer']}")  # fmt: skip
+    rows = [f"  {k:18s} ours {ours[k]:>6}   TRL {trl[k]:>6}" for k in keys]
+    head = (f"[{cfg.name}] tokenizer {ours['vocab']:,} tokens (embedding/lm_head rows {ours['embedding_rows']:,}), "
+            f"hidden {ours['hidden']}, {cfg.image_size}x{cfg.image_size} images; params ours "
+            f"{fmt_params(ours['params'])} / TRL {fmt_params(trl['params'])}, trainable (LoRA) "
+            f"{fmt_params(ours['trainable'])} / {fmt_params(trl['trainable'])}; optimizers {ours['optimizer']} / "
+            f"{trl['optimizer']}")  # fmt: skip
     return "\n".join([head, *rows])
+
+
+SIDES = ("ours", "TRL", "TRL-compact")
 
 
 def main() -> None:
@@ -281,10 +312,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=64, help="tiny model hidden size (both vocabularies)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=0, help="timed A B rounds per configuration (0: per-config)")
-    parser.add_argument("--mem-steps", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=0, help="timed rounds per configuration (0: per-config default)")
+    parser.add_argument("--mem-steps", type=int, default=1, help="measured steps per memory process")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurements")
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, no 256-image-token configuration")
+    parser.add_argument("--large", action="store_true", help="add the real vocabulary with 448x448 images (256 "
+                        "image tokens per image); about +1.5 min")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
     args = parser.parse_args()
 
     quiet()
@@ -292,56 +325,57 @@ def main() -> None:
     import torch
 
     configs = [Config("tiny_vocab", "bpe", 224, "ratio_tiny_vocab"), Config("real_vocab", "qwen", 224, "ratio")]
-    if not args.quick:
+    if args.large:
         configs.append(Config("real_vocab_256img", "qwen", 448))
-    default_rounds = {"tiny_vocab": 20, "real_vocab": 8, "real_vocab_256img": 4}
+    default_rounds = {"tiny_vocab": 20, "real_vocab": 5, "real_vocab_256img": 3}
     start = time.perf_counter()
     print(f"SFT step, ours vs TRL SFTTrainer; {versions('torch', 'transformers', 'trl', 'peft', 'lightning')}; "
-          f"torch threads {torch.get_num_threads()}; batch {args.batch}; fp32; LoRA r32/a64 on LM linears")  # fmt: skip
+          f"torch threads {torch.get_num_threads()}; batch {args.batch}; fp32; SDPA; LoRA r32/a64/dropout 0.05 on LM "
+          f"linears; AdamW lr {LR:g}; times: median per step, interleaved in one process after "
+          f"{args.warmup} warm-up steps; data preparation excluded on every side")  # fmt: skip
+    print("TRL-compact = TRL with its fused LM head scoring supervised positions only, as on CUDA with Triton (not "
+          "stock TRL on CPU; an estimate of the GPU gap)")  # fmt: skip
 
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_sft_") as tmp:
         workdir = Path(tmp)
         all_paths = {cfg.name: prepare(workdir, cfg, args.batch, args.hidden) for cfg in configs}
         for cfg in configs:
-            paths = all_paths[cfg.name]
-            ours = build_ours(paths, args.batch)
-            trl = build_trl(paths, args.batch, tmp)
-            print(describe(cfg, ours.info, trl.info))
+            sides = [build_ours(all_paths[cfg.name], args.batch), *build_trl(all_paths[cfg.name], args.batch, tmp)]
+            print(describe(cfg, sides[0].info, sides[1].info))
             rounds = args.rounds or (max(3, default_rounds[cfg.name] // 2) if args.quick else default_rounds[cfg.name])
-            t_ours, t_trl, losses = time_interleaved(ours, trl, args.warmup, rounds)
-            res = {"ours": median(t_ours), "trl": median(t_trl), "rounds": rounds}
-            res["ratio"] = res["ours"] / res["trl"]
-            print(f"  first-step loss    ours {losses[0]:.4f}   TRL {losses[1]:.4f}  (LoRA B = 0: base model; TRL also "
-                  f"supervises the '\\n' after <|im_end|>)")  # fmt: skip
-            print(f"  step time (median of {rounds}, interleaved)  ours {fmt_ms(res['ours'])}   TRL "
-                  f"{fmt_ms(res['trl'])}   ours/TRL {res['ratio']:.3f}", flush=True)  # fmt: skip
+            times, losses = time_interleaved(sides, args.warmup, rounds)
+            res: dict[str, Any] = {name: median(times[name]) for name in SIDES}
+            res["ratio"] = res["ours"] / res["TRL"]
+            res["ratio_compact"] = res["ours"] / res["TRL-compact"]
+            print(f"  first-step loss    ours {losses[0]:.4f}   TRL {losses[1]:.4f}   (LoRA B = 0: the base model's; "
+                  f"TRL also supervises the '\\n' after <|im_end|>)")  # fmt: skip
+            print(f"  step time, median of {rounds}:  ours {fmt_ms(res['ours'])}   TRL {fmt_ms(res['TRL'])}   "
+                  f"TRL-compact {fmt_ms(res['TRL-compact'])}   ours/TRL {res['ratio']:.3f}   ours/TRL-compact "
+                  f"{res['ratio_compact']:.3f}", flush=True)  # fmt: skip
             results[cfg.name] = res
-            del ours, trl
+            del sides
             gc.collect()
 
         if not args.no_memory:
-            print(f"peak memory of a step: fresh spawned process per side, peak RSS over {args.mem_steps} steps minus "
-                  f"RSS before them (after 1 warm-up step); glibc env {MALLOC_ENV}")  # fmt: skip
+            print(f"peak memory of a step: one fresh spawned process per side, peak RSS during {args.mem_steps} "
+                  f"step(s) minus RSS just before (after 1 warm-up step); glibc env {MALLOC_ENV}")  # fmt: skip
             for cfg in configs:
-                for name in ("ours", "TRL"):
-                    mem = run_in_fresh_process(memory_worker, name, all_paths[cfg.name], args.batch, tmp,
-                                               args.mem_steps, env=MALLOC_ENV)  # fmt: skip
-                    results[cfg.name][f"mem_{name}"] = mem
-                m_o, m_t = results[cfg.name]["mem_ours"], results[cfg.name]["mem_TRL"]
-                print(f"  [{cfg.name}] step peak RSS increase  ours {m_o['step_mib']:.0f} MiB   TRL "
-                      f"{m_t['step_mib']:.0f} MiB   (first step ours {m_o['first_step_mib']:.0f} / TRL "
-                      f"{m_t['first_step_mib']:.0f} MiB; RSS before ours {m_o['baseline_mib']:.0f} / TRL "
-                      f"{m_t['baseline_mib']:.0f} MiB{'' if m_o['reset'] else '; peak reset unsupported'})",
-                      flush=True)  # fmt: skip
+                mem = {name: run_in_fresh_process(memory_worker, name, all_paths[cfg.name], args.batch, tmp,
+                                                  args.mem_steps, env=MALLOC_ENV) for name in SIDES}  # fmt: skip
+                results[cfg.name]["mem"] = mem
+                parts = [f"{name} {mem[name]['step_mib']:.0f} MiB (first step {mem[name]['first_step_mib']:.0f}, "
+                         f"RSS before {mem[name]['baseline_mib']:.0f})" for name in SIDES]  # fmt: skip
+                note = "" if all(m["reset"] for m in mem.values()) else "  [peak reset unsupported: lifetime peaks]"
+                print(f"  [{cfg.name}] step peak RSS increase: " + ";  ".join(parts) + note, flush=True)
 
-    print("\n| configuration | ours step | TRL step | ours/TRL | ours peak +RSS | TRL peak +RSS |\n|---|---|---|---|---|---|")
+    print("\n| configuration | ours step | TRL step | TRL-compact step | ours/TRL | ours/TRL-compact | peak +RSS ours "
+          "| TRL | TRL-compact |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     for cfg in configs:
         res = results[cfg.name]
-        mem = (f"{res['mem_ours']['step_mib']:.0f} MiB", f"{res['mem_TRL']['step_mib']:.0f} MiB") \
-            if "mem_ours" in res else ("-", "-")  # fmt: skip
-        print(f"| {cfg.name} | {fmt_ms(res['ours'])} | {fmt_ms(res['trl'])} | {res['ratio']:.3f} | {mem[0]} | "
-              f"{mem[1]} |")  # fmt: skip
+        mem = [f"{res['mem'][n]['step_mib']:.0f} MiB" if "mem" in res else "-" for n in SIDES]
+        print(f"| {cfg.name} | {fmt_ms(res['ours'])} | {fmt_ms(res['TRL'])} | {fmt_ms(res['TRL-compact'])} | "
+              f"{res['ratio']:.3f} | {res['ratio_compact']:.3f} | {' | '.join(mem)} |")  # fmt: skip
     print(f"total wall time {time.perf_counter() - start:.0f} s")
     for cfg in configs:
         if cfg.headline == "ratio_tiny_vocab":

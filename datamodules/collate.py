@@ -100,9 +100,7 @@ def tokenize_segments(
     return input_ids, labels
 
 
-def encode_sample(
-    processor, sample: Sample, images: list[Image.Image], generation: bool = False
-) -> dict[str, Any]:
+def encode_sample(processor, sample: Sample, images: list[Image.Image], generation: bool = False) -> dict[str, Any]:
     """One sample -> ids, labels and image tensors (images already loaded and smart-resized)."""
     image_inputs: dict[str, torch.Tensor] = {}
     counts: list[int] = []

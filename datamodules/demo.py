@@ -128,7 +128,11 @@ def build_demo_data(out_dir: str | Path, seed: int = 0) -> Path:
     for image_id in test_images[: SIZES["test"]]:
         q_index = rng.choice(by_test[image_id])
         original = Image.open(test_paths[image_id]).convert("RGB")
-        variants = {"test_id": original, "test_ood_sketch": sketch(original), "test_ood_texture": texture(original, rng)}
+        variants = {
+            "test_id": original,
+            "test_ood_sketch": sketch(original),
+            "test_ood_texture": texture(original, rng),
+        }
         for name, image in variants.items():
             target = out_dir / "images" / f"{name}_{image_id}.png"
             image.save(target)

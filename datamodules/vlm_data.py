@@ -118,6 +118,8 @@ class VLMDataModule(L.LightningDataModule):
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
         self.predict_samples: list[Sample] = []
+        self.predict_samples_all: list[Sample] = []  # before resume skipping: the output order
+        self.predict_skip_ids: set[str] = set()  # set by DifficultyWriter on resume
         self._sampler: ResumableSampler | None = None
         self._resume: dict[str, int] = {}
         self.report: dict[str, Any] = {}
@@ -197,6 +199,7 @@ class VLMDataModule(L.LightningDataModule):
             if path is None:
                 raise ValueError("data.predict_file (or data.train_file) is required for predict")
             self.predict_samples = self.check_lengths(read_samples(path, hp.image_root), generation=True)
+            self.predict_samples_all = list(self.predict_samples)
         if self.report and self.trainer is not None and self.trainer.log_dir:
             out = Path(self.trainer.log_dir) / "data_report.json"
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +233,12 @@ class VLMDataModule(L.LightningDataModule):
                           collate_fn=self._collator("right"), num_workers=self.hparams.num_workers)  # fmt: skip
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self._dataset(self.predict_samples, generation=True),
+        todo = [s for s in self.predict_samples if s.id not in self.predict_skip_ids]
+        if self.trainer is not None and self.trainer.world_size > 1:  # contiguous shard per rank, no padding
+            from callbacks.generative_eval import shard
+
+            todo = [todo[i] for i in shard(len(todo), self.trainer.global_rank, self.trainer.world_size)]
+        return DataLoader(self._dataset(todo, generation=True),
                           batch_size=self.hparams.eval_batch_size, collate_fn=self._collator("left"),
                           num_workers=self.hparams.num_workers)  # fmt: skip
 

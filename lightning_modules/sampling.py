@@ -14,6 +14,7 @@ prefill; the left-padding attention mask grows by one column per step; vision sp
 from __future__ import annotations
 
 import inspect
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -72,7 +73,8 @@ def banned_token_ids(processor) -> list[int]:
 
 @torch.no_grad()
 def sample(model, batch: dict[str, torch.Tensor], cfg: SamplingConfig, stop_ids: list[int],
-           banned_ids: list[int] | None = None, generator: torch.Generator | None = None) -> list[list[list[int]]]:  # fmt: skip
+           banned_ids: list[int] | None = None,
+           generators: list[torch.Generator] | None = None) -> list[list[list[int]]]:  # fmt: skip
     """k completions for each left-padded prompt in `batch` (ids of new tokens, the stop token included if emitted).
 
     Args:
@@ -82,7 +84,8 @@ def sample(model, batch: dict[str, torch.Tensor], cfg: SamplingConfig, stop_ids:
         cfg: k, max_new_tokens and the sampling settings (do_sample False = greedy).
         stop_ids: tokens that end a completion.
         banned_ids: tokens never sampled.
-        generator: RNG for sampling (seeded by the caller for reproducible rollouts).
+        generators: one CPU RNG per prompt (seeded from the item id by the caller), so an item's samples do not
+            depend on which batch or DDP rank it lands in; None uses the global RNG.
 
     Returns:
         out[b][j]: token ids of the j-th completion of prompt b.
@@ -129,9 +132,13 @@ def sample(model, batch: dict[str, torch.Tensor], cfg: SamplingConfig, stop_ids:
             logits[:, banned.to(device)] = float("-inf")
         if warpers is not None:
             scores = warpers(None, logits)
-            probs = torch.softmax(scores, dim=-1)
-            tokens = torch.multinomial(probs.cpu() if generator is not None else probs, 1,
-                                       generator=generator).squeeze(1).to(device)  # fmt: skip  # [N]
+            probs = torch.softmax(scores, dim=-1)  # [N, V]
+            if generators is None:
+                tokens = torch.multinomial(probs, 1).squeeze(1)  # [N]
+            else:
+                cpu_probs = probs.cpu()
+                tokens = torch.cat([torch.multinomial(cpu_probs[i], 1, generator=generators[row // k])
+                                    for i, row in enumerate(rows.tolist())]).to(device)  # fmt: skip  # [N]
         else:
             tokens = logits.argmax(-1)  # [N]
         for row, token in zip(rows.tolist(), tokens.tolist()):
@@ -142,7 +149,8 @@ def sample(model, batch: dict[str, torch.Tensor], cfg: SamplingConfig, stop_ids:
         if bool(done.any()):  # drop finished rows from the cache and every per-row tensor
             keep = (~done).nonzero().squeeze(1)
             cache.batch_select_indices(keep.to(device))
-            rows, tokens, mask, next_pos = rows[keep], tokens[keep.to(device)], mask[keep.to(device)], next_pos[keep.to(device)]
+            rows, keep = rows[keep], keep.to(device)
+            tokens, mask, next_pos = tokens[keep], mask[keep], next_pos[keep]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [N, T+1]
         pos = next_pos.view(1, -1, 1).expand(3, -1, 1)  # [3, N, 1]
         step_out = inner(input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=pos, use_cache=True,
@@ -151,3 +159,8 @@ def sample(model, batch: dict[str, torch.Tensor], cfg: SamplingConfig, stop_ids:
         last_hidden = step_out.last_hidden_state[:, -1]
         next_pos = next_pos + 1
     return [results[b * k : (b + 1) * k] for b in range(bsz)]
+
+
+def item_generator(seed: int, item_id: str) -> torch.Generator:
+    """A CPU RNG seeded from (seed, item id): reproducible whatever the batch, rank or resume point."""
+    return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{item_id}".encode()))

@@ -27,14 +27,13 @@ QWEN_SPECIAL_TOKENS = [
     "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
     "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
 ]  # fmt: skip
-QWEN_PRETOKENIZE_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+QWEN_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 _BPE_CORPUS = (
     "You are a helpful assistant. system user assistant What is the shape? what color is the shape? "
     "Is there a red shape in the image? Does the image contain a circle? Please provide the object name in the image. "
     "Output the answer using one word. circle rectangle triangle red green blue yellow black gray brown teal yes no "
-    "Answer with the option's letter from the given choices directly. The answer is 0123456789 A B C D E."
+    "Answer with the option's letter from the given choices directly. The answer is 0123456789 A B C D E.\n"
+    "circle\nrectangle\ntriangle\nred\ngreen\nblue\nyellow\nblack\ngray\nbrown\nteal\nyes\nno\n"
 )
 
 

@@ -43,8 +43,15 @@ def write_color_data(folder: Path, n: int = 16, fmt: str = "messages", size: int
         Image.new("RGB", (size, size), COLORS[color]).save(folder / "images" / f"{i}.png")
         problem = "What color is the image? Output the answer using one word."
         if fmt == "messages":
-            rows.append({"messages": [{"role": "user", "content": "<image>" + problem},
-                                      {"role": "assistant", "content": color}], "images": [f"images/{i}.png"]})
+            rows.append(
+                {
+                    "messages": [
+                        {"role": "user", "content": "<image>" + problem},
+                        {"role": "assistant", "content": color},
+                    ],
+                    "images": [f"images/{i}.png"],
+                }
+            )
         else:
             rows.append({"problem": problem, "solution": color, "image": f"images/{i}.png"})
     path = folder / f"{fmt}.json"
@@ -55,3 +62,34 @@ def write_color_data(folder: Path, n: int = 16, fmt: str = "messages", size: int
 @pytest.fixture()
 def color_data(tmp_path) -> Path:
     return write_color_data(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model(tiny_model, tmp_path_factory) -> str:
+    """The tiny model after a short full fine-tune on colour questions: it emits <|im_end|> and is sometimes right."""
+    import lightning as L
+    import torch
+
+    from datamodules.vlm_data import VLMDataModule
+    from lightning_modules.sft import SFTModule
+    from lightning_modules.vlm import VLMOptions
+
+    root = tmp_path_factory.mktemp("trained")
+    data = write_color_data(root / "data", n=16)
+    out = root / "model"
+    torch.manual_seed(0)
+    module = SFTModule(
+        tiny_model, vlm=VLMOptions(dtype="float32", lora=None), lr=1e-2, warmup_ratio=0.0, export_dir=str(out)
+    )
+    L.Trainer(
+        accelerator="cpu",
+        max_steps=30,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        default_root_dir=root,
+    ).fit(module, VLMDataModule(tiny_model, train_file=str(data), batch_size=4))
+    return str(out)

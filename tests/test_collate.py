@@ -25,8 +25,10 @@ def test_masking_matches_processor_and_covers_only_answers(tiny_qwen_model):
     image = Image.new("RGB", (112, 84), (255, 128, 0))
     item = encode_sample(processor, _sample(messages), [image])
     # Reference: the processor's own tokenization of the full templated conversation.
-    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": messages[0]["content"][7:]}]},
-            *messages[1:]]
+    chat = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": messages[0]["content"][7:]}]},
+        *messages[1:],
+    ]
     text = processor.apply_chat_template(chat, tokenize=False)
     reference = processor(text=[text], images=[image], return_tensors="pt")
     assert item["input_ids"] == reference["input_ids"][0].tolist()
@@ -44,7 +46,9 @@ def test_masking_matches_processor_and_covers_only_answers(tiny_qwen_model):
 def test_generation_prompt_and_left_padding(tiny_qwen_model):
     processor = load_processor(tiny_qwen_model)
     short = _sample([{"role": "user", "content": "<image>Hi"}, {"role": "assistant", "content": "yes"}])
-    long = _sample([{"role": "user", "content": "<image>A longer question here"}, {"role": "assistant", "content": "no"}])
+    long = _sample(
+        [{"role": "user", "content": "<image>A longer question here"}, {"role": "assistant", "content": "no"}]
+    )
     image = Image.new("RGB", (56, 56))
     items = [encode_sample(processor, s, [image], generation=True) for s in (short, long)]
     text = processor.tokenizer.decode(items[0]["input_ids"])

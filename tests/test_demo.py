@@ -19,9 +19,14 @@ def demo_dir(tmp_path_factory):
 
 
 def test_files_and_sizes(demo_dir):
-    expected = {"cold_start.json": SIZES["cold_start"], "train_sft.json": SIZES["train"],
-                "train_grpo.json": SIZES["train"], "test_id.json": SIZES["test"],
-                "test_ood_sketch.json": SIZES["test"], "test_ood_texture.json": SIZES["test"]}
+    expected = {
+        "cold_start.json": SIZES["cold_start"],
+        "train_sft.json": SIZES["train"],
+        "train_grpo.json": SIZES["train"],
+        "test_id.json": SIZES["test"],
+        "test_ood_sketch.json": SIZES["test"],
+        "test_ood_texture.json": SIZES["test"],
+    }
     for name, n in expected.items():
         samples = read_samples(demo_dir / name)
         assert len(samples) == n, name

@@ -39,10 +39,20 @@ def _eval_run(model_path, data_dir, out, devices, strategy="auto", lr=1e-3, batc
     callback = GenerativeEval([bench], every_n_epochs=1, batch_size=batch_size, max_new_tokens=4, output_dir=str(out))
     module = SFTModule(model_path, vlm=VLMOptions(dtype="float32", lora=LoraOptions(r=4, dropout=0.0)), lr=lr)
     dm = VLMDataModule(model_path, train_file=str(data_dir / "messages.json"), batch_size=2)
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, max_epochs=1, limit_train_batches=1,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        use_distributed_sampler=False, default_root_dir=out, callbacks=[callback],
-                        num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy=strategy,
+        max_epochs=1,
+        limit_train_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        use_distributed_sampler=False,
+        default_root_dir=out,
+        callbacks=[callback],
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, dm)
     return trainer, callback
 

@@ -18,9 +18,16 @@ def _fit(model_path, data, tmp_path, vlm, steps=6, lr=5e-3, **trainer_kwargs):
     module = SFTModule(model_path, vlm=vlm, lr=lr, warmup_ratio=0.0, weight_decay=0.0)
     dm = VLMDataModule(model_path, train_file=str(data), batch_size=4, max_length=256)
     trainer_kwargs.setdefault("enable_checkpointing", False)
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-                        default_root_dir=tmp_path, **trainer_kwargs)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        default_root_dir=tmp_path,
+        **trainer_kwargs,
+    )
     trainer.fit(module, dm)
     return module, dm, trainer
 
@@ -34,11 +41,13 @@ def test_supervised_loss_equals_full_logits_loss(tiny_model, color_data):
     model, _ = build_vlm(tiny_model, VLMOptions(dtype="float32", lora=None))
     batch = _batch(VLMDataModule(tiny_model, train_file=str(color_data), batch_size=4, shuffle=False))
     ours, n = supervised_loss(model, batch)
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
-                                    "mm_token_type_ids")}
+    inputs = {
+        k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
+    }
     logits = model(**inputs).logits[:, :-1]
-    reference = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
-                                ignore_index=-100)
+    reference = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100
+    )
     from lightning_modules.processor import load_processor
 
     tok = load_processor(tiny_model).tokenizer
@@ -82,8 +91,9 @@ def test_adapter_checkpoint_reloads_with_peft(tiny_model, color_data, tmp_path):
     assert saved and all("lora_" in k for k in saved)  # trainable weights only
     reloaded = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(tiny_model), adapter).eval()
     batch = _batch(dm)
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
-                                    "mm_token_type_ids")}
+    inputs = {
+        k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
+    }
     module.model.eval()
     with torch.no_grad():
         assert torch.allclose(module.model(**inputs).logits, reloaded(**inputs).logits, atol=1e-5)
@@ -96,8 +106,15 @@ def test_full_finetune_exports_a_loadable_checkpoint(tiny_model, color_data, tmp
     torch.manual_seed(0)
     module = SFTModule(tiny_model, vlm=VLMOptions(dtype="float32", lora=None), lr=1e-3, export_dir=str(out))
     dm = VLMDataModule(tiny_model, train_file=str(color_data), batch_size=4)
-    L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              use_distributed_sampler=False, default_root_dir=tmp_path).fit(module, dm)
+    L.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        use_distributed_sampler=False,
+        default_root_dir=tmp_path,
+    ).fit(module, dm)
     reloaded = AutoModelForImageTextToText.from_pretrained(out)
     ours = unwrap(module.model).state_dict()
     assert all(torch.equal(v, ours[k]) for k, v in reloaded.state_dict().items())
@@ -106,8 +123,9 @@ def test_full_finetune_exports_a_loadable_checkpoint(tiny_model, color_data, tmp
 
 def test_qlora_quantizes_language_model_only_and_trains(tiny_model, color_data, tmp_path):
     bnb = pytest.importorskip("bitsandbytes")
-    vlm = VLMOptions(dtype="float32", lora=LoraOptions(r=8, alpha=16, dropout=0.0),
-                     qlora=QuantOptions(compute_dtype="float32"))
+    vlm = VLMOptions(
+        dtype="float32", lora=LoraOptions(r=8, alpha=16, dropout=0.0), qlora=QuantOptions(compute_dtype="float32")
+    )
     model, _ = build_vlm(tiny_model, vlm)
     modules = dict(unwrap(model).named_modules())
     lm_linears = [m for n, m in modules.items() if "language_model" in n and n.endswith("q_proj.base_layer")]

@@ -1,0 +1,78 @@
+"""DifficultyEstimator: DC-SFT step 2 as a Lightning predict run.
+
+For every training item, draw k answers from the (cold-started) model with the shared-prefill sampler (official
+defaults: k 8, temperature 0.9, top-p 1.0, top-k 50, at most 128 new tokens) and score each with the task's scorer
+from `datamodules/scoring.py`. Each item's RNG is seeded from (seed, item id), so the result does not depend on
+batching, DDP rank or resume point. Rows go to `callbacks.difficulty_writer.DifficultyWriter`.
+
+    python train.py predict --config configs/demo/difficulty.yaml
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+import torch
+
+from datamodules.scoring import get_scorer
+from lightning_modules.sampling import SamplingConfig, banned_token_ids, item_generator, sample, stop_token_ids
+from lightning_modules.vlm import VLMOptions, build_vlm
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
+
+
+class DifficultyEstimator(L.LightningModule):
+    """Predict-only module: k sampled answers per item -> number correct.
+
+    Args:
+        model_path: the cold-started checkpoint (linked to data.model_path).
+        vlm: builder options (`lora: null` to sample from the checkpoint as is; `adapter_path` for an adapter).
+        k: answers per item (official 8).
+        max_new_tokens: official 128.
+        temperature: official 0.9.
+        top_p: official 1.0.
+        top_k: official 50 (HF default).
+        scorer: `exact` (classification), `iou` (boxes, IoU >= 0.5), `math` (math-verify), `choice` (letters).
+        seed: base seed of the per-item RNGs.
+        keep_answers: store the k decoded answers in the difficulty file.
+    """
+
+    def __init__(self, model_path: str, vlm: VLMOptions | None = None, k: int = 8, max_new_tokens: int = 128,
+                 temperature: float = 0.9, top_p: float = 1.0, top_k: int = 50, scorer: str = "exact",
+                 seed: int = 42, keep_answers: bool = True) -> None:  # fmt: skip
+        super().__init__()
+        self.save_hyperparameters(ignore=["vlm"])
+        self.vlm = vlm or VLMOptions(lora=None)
+        self.hparams["vlm"] = asdict(self.vlm)
+        self.score = get_scorer(scorer)  # fail on a bad scorer name before loading the model
+        self.cfg = SamplingConfig(k=k, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                                  top_p=top_p, top_k=top_k)  # fmt: skip
+        self.model = None
+        self.processor = None
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.model, self.processor = build_vlm(self.hparams.model_path, self.vlm)
+            self.model.eval()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        if not batch["ids"]:
+            return []
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        generators = [item_generator(self.hparams.seed, item_id) for item_id in batch["ids"]]
+        with torch.no_grad():
+            completions = sample(self.model, inputs, self.cfg, stop_token_ids(self.processor, self.model),
+                                 banned_token_ids(self.processor), generators)  # fmt: skip
+        tok = self.processor.tokenizer
+        rows = []
+        for item_id, solution, answers_ids in zip(batch["ids"], batch["solutions"], completions):
+            answers = [tok.decode(ids, skip_special_tokens=True) for ids in answers_ids]
+            correct = sum(bool(self.score(answer, solution)) for answer in answers)
+            row = {"id": item_id, "correct": correct, "k": self.cfg.k, "pass_rate": correct / self.cfg.k,
+                   "solution": solution}  # fmt: skip
+            if self.hparams.keep_answers:
+                row["answers"] = answers
+            rows.append(row)
+        return rows
