@@ -91,6 +91,37 @@ def run_in_fresh_process(fn: Callable[..., Any], *args: Any, env: dict[str, str]
                 os.environ[k] = v
 
 
+def build_sft_step(model_path: str, opts: Any, lr: float = 1e-5, total_steps: int = 1000, device: str | None = None):
+    """(model, processor, optimizer, scheduler) exactly as SFTModule builds them: `configure_model` (our `build_vlm`)
+    then `configure_optimizers` (AdamW with decay / no-decay groups, warmup-cosine schedule). `device`: where to move
+    a non-quantized model before the optimizer is made (a QLoRA model is placed by `build_vlm` itself)."""
+    from types import SimpleNamespace
+
+    from lightning_modules.sft import SFTModule
+
+    module = SFTModule(model_path, vlm=opts, lr=lr)
+    module.configure_model()
+    if device is not None and getattr(opts, "qlora", None) is None:
+        module.model.to(device)
+    module.trainer = SimpleNamespace(estimated_stepping_batches=total_steps)  # all configure_optimizers reads
+    conf = module.configure_optimizers()
+    module.trainer = None
+    module.model.train()
+    return module.model, module.processor, conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+
+
+def sft_step(model: Any, batch: dict[str, Any], optimizer: Any, scheduler: Any) -> Any:
+    """One step of SFTModule's automatic optimisation: supervised_loss, backward, AdamW step, schedule, zero_grad."""
+    from lightning_modules.sft import supervised_loss
+
+    loss, _ = supervised_loss(model, batch)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def median(values: Iterable[float]) -> float:
     return float(statistics.median(list(values)))
 

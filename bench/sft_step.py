@@ -1,30 +1,37 @@
 """SFT step benchmark: our SFTModule step against TRL's SFTTrainer step, same tiny Qwen2.5-VL, same batch.
 
 What is measured, per configuration, on CPU with one torch thread:
-- time per optimisation step, median over interleaved A B A B rounds after a warm-up, both sides in ONE process:
-  * ours: `lightning_modules.sft.supervised_loss` (the language model's hidden states are gathered at supervised
-    positions before lm_head) + `loss.backward()` + the AdamW and LR-schedule step built by
-    `SFTModule.configure_optimizers` + `zero_grad` (what Lightning's automatic optimisation runs per step);
+- time per optimisation step, median over interleaved rounds (ours, TRL, TRL-compact, ours, ...) after a warm-up,
+  all in ONE process:
+  * ours: `lightning_modules.sft.supervised_loss` (hidden states gathered at supervised positions before lm_head) +
+    `loss.backward()` + the AdamW and LR-schedule step built by `SFTModule.configure_optimizers` + `zero_grad`, i.e.
+    what Lightning's automatic optimisation runs per step (bench/common.py `build_sft_step`, `sft_step`);
   * TRL: `SFTTrainer.training_step` (its `compute_loss`: the fused chunked LM head, entropy / token-accuracy metrics,
-    `accelerator.backward`) + `optimizer.step()` + `lr_scheduler.step()` + `model.zero_grad()` (what
-    `Trainer.train` runs per step, minus callbacks, logging and gradient clipping, which ours does not do either).
-  Timing `training_step` + the optimizer step directly (rather than a callback around `trainer.train()`) lets the two
-  sides interleave in one process and keeps data loading out of both timings: each side's batch comes once from its
-  own collator (ours: `VLMDataModule`'s dataloader; TRL: `trainer.get_train_dataloader()`) and is reused.
-- peak memory of a step: each side in a fresh spawned process, the increase of peak RSS over the RSS just before
-  the measured steps (after one warm-up step, so AdamW state already exists on both sides); see bench/common.py.
+    `accelerator.backward`) + `optimizer.step()` + `lr_scheduler.step()` + `model.zero_grad()`, i.e. what
+    `Trainer.train` runs per step minus callbacks, logging and gradient clipping (ours does none of these either);
+  * TRL-compact (extra, not stock TRL on CPU): the same TRL step with its fused LM head scoring supervised positions
+    only, as TRL 1.16 does where Triton runs (CUDA / XPU); on CPU it projects every position through lm_head. This
+    row estimates what is left of the gap on a GPU.
+  Timing `training_step` + the optimizer step directly (rather than a callback around `trainer.train()`) lets the
+  sides interleave in one process and keeps data preparation out of every timing: each side's batch comes once from
+  its own collator (ours: `VLMDataModule`'s dataloader; TRL: `trainer.get_train_dataloader()`) and is reused.
+- peak memory of a step: ours and TRL (TRL-compact with --compact-memory), each in a fresh spawned process: peak RSS
+  during a step minus RSS just before it (after one warm-up step, so AdamW state exists on every side); see
+  bench/common.py.
 
-Same on both sides: the model folder (same initial weights), the examples (one-colour PNGs, "What color is the
-image? ..." -> colour word, prompt-completion data for TRL), batch size, fp32, SDPA attention, LoRA r 32 / alpha 64 /
-dropout 0.05 on the language-model linears, torch AdamW (lr 1e-5, betas (0.9, 0.95), weight decay 0.1), no gradient
-checkpointing. Configurations: the tiny BPE vocabulary (1,024) and the real Qwen2.5 vocabulary (151,665) with 224x224
-images (64 image tokens), and the real vocabulary with 448x448 images (256 image tokens).
+Same on every side: the model folder (same initial weights), the examples (one-colour PNGs, "What color is the
+image? ..." -> colour word; TRL gets them as conversational prompt-completion rows with the same PIL images), batch
+size, fp32, SDPA attention, LoRA r 32 / alpha 64 / dropout 0.05 on the language-model linears, torch AdamW (lr 1e-5,
+betas (0.9, 0.95), weight decay 0.1), no gradient checkpointing. Configurations: the tiny BPE vocabulary (~460 tokens,
+512 lm_head rows) and the real Qwen2.5 vocabulary (151,665 tokens, 151,680 rows), both with 224x224 images (64 image
+tokens each); with --large also the real vocabulary with 448x448 images (256 image tokens each).
 
-    .venv/bin/python -m bench.sft_step            # about 2-3 minutes on 2 cores
-    .venv/bin/python -m bench.sft_step --quick    # fewer rounds, no 256-token configuration
+    .venv/bin/python -m bench.sft_step            # about 2 minutes on 2 cores
+    .venv/bin/python -m bench.sft_step --large    # + the 256-image-token configuration (about +1.5 minutes)
+    .venv/bin/python -m bench.sft_step --quick --no-memory    # a quick look
 
 The second-to-last line is `ratio_tiny_vocab: <ours/TRL time>`, the last `ratio: <ours/TRL time>` for the real
-vocabulary with 64 image tokens.
+vocabulary with 64 image tokens per image.
 """
 
 from __future__ import annotations
@@ -41,11 +48,11 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from bench.common import (
     MALLOC_ENV,
+    build_sft_step,
     count_params,
     fmt_ms,
     fmt_params,
@@ -55,6 +62,7 @@ from bench.common import (
     rss_mib,
     run_in_fresh_process,
     set_threads,
+    sft_step,
     versions,
 )
 
@@ -114,32 +122,19 @@ def batch_info(batch: dict[str, Any], image_token_id: int) -> dict[str, Any]:
 def build_ours(paths: Paths, batch_size: int) -> Side:
     """SFTModule's model, optimizer and schedule, and a batch from VLMDataModule (right padding, prompt masked)."""
     from datamodules.vlm_data import VLMDataModule
-    from lightning_modules.sft import SFTModule, supervised_loss
     from lightning_modules.vlm import LoraOptions, VLMOptions
 
-    module = SFTModule(paths.model, vlm=VLMOptions(dtype="float32", lora=LoraOptions()), lr=LR)
-    module.configure_model()
-    module.trainer = SimpleNamespace(estimated_stepping_batches=TOTAL_STEPS)  # all configure_optimizers reads
-    conf = module.configure_optimizers()
-    module.trainer = None
-    optimizer, scheduler = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
-    model = module.model
-    model.train()
-
+    opts = VLMOptions(dtype="float32", lora=LoraOptions())
+    model, processor, optimizer, scheduler = build_sft_step(paths.model, opts, lr=LR, total_steps=TOTAL_STEPS)
     data = VLMDataModule(model_path=paths.model, train_file=paths.data, batch_size=batch_size, shuffle=False,
                          max_length=None)  # fmt: skip
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
 
     def step() -> float:
-        loss, _ = supervised_loss(model, batch)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return float(sft_step(model, batch, optimizer, scheduler))
 
-    tok = data.processor.tokenizer
+    tok = processor.tokenizer
     info = batch_info(batch, tok.convert_tokens_to_ids("<|image_pad|>"))
     info.update(params=count_params(model), trainable=count_params(model, trainable_only=True),
                 optimizer=type(optimizer).__name__, vocab=len(tok),
@@ -311,10 +306,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=64, help="tiny model hidden size (both vocabularies)")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per side before the timed rounds")
     parser.add_argument("--rounds", type=int, default=0, help="timed rounds per configuration (0: per-config default)")
     parser.add_argument("--mem-steps", type=int, default=1, help="measured steps per memory process")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurements")
+    parser.add_argument(
+        "--compact-memory", action="store_true", help="also measure TRL-compact's memory (+2 processes)"
+    )
     parser.add_argument("--large", action="store_true", help="add the real vocabulary with 448x448 images (256 "
                         "image tokens per image); about +1.5 min")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
@@ -360,12 +358,13 @@ def main() -> None:
         if not args.no_memory:
             print(f"peak memory of a step: one fresh spawned process per side, peak RSS during {args.mem_steps} "
                   f"step(s) minus RSS just before (after 1 warm-up step); glibc env {MALLOC_ENV}")  # fmt: skip
+            mem_sides = SIDES if args.compact_memory else SIDES[:2]
             for cfg in configs:
                 mem = {name: run_in_fresh_process(memory_worker, name, all_paths[cfg.name], args.batch, tmp,
-                                                  args.mem_steps, env=MALLOC_ENV) for name in SIDES}  # fmt: skip
+                                                  args.mem_steps, env=MALLOC_ENV) for name in mem_sides}  # fmt: skip
                 results[cfg.name]["mem"] = mem
                 parts = [f"{name} {mem[name]['step_mib']:.0f} MiB (first step {mem[name]['first_step_mib']:.0f}, "
-                         f"RSS before {mem[name]['baseline_mib']:.0f})" for name in SIDES]  # fmt: skip
+                         f"RSS before {mem[name]['baseline_mib']:.0f})" for name in mem_sides]  # fmt: skip
                 note = "" if all(m["reset"] for m in mem.values()) else "  [peak reset unsupported: lifetime peaks]"
                 print(f"  [{cfg.name}] step peak RSS increase: " + ";  ".join(parts) + note, flush=True)
 
@@ -373,7 +372,7 @@ def main() -> None:
           "| TRL | TRL-compact |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     for cfg in configs:
         res = results[cfg.name]
-        mem = [f"{res['mem'][n]['step_mib']:.0f} MiB" if "mem" in res else "-" for n in SIDES]
+        mem = [f"{res['mem'][n]['step_mib']:.0f} MiB" if n in res.get("mem", {}) else "-" for n in SIDES]
         print(f"| {cfg.name} | {fmt_ms(res['ours'])} | {fmt_ms(res['TRL'])} | {fmt_ms(res['TRL-compact'])} | "
               f"{res['ratio']:.3f} | {res['ratio_compact']:.3f} | {' | '.join(mem)} |")  # fmt: skip
     print(f"total wall time {time.perf_counter() - start:.0f} s")

@@ -68,6 +68,7 @@ class GenerativeEval(L.Callback):
         every_n_epochs: evaluate at the end of every N-th training epoch (0 = never).
         every_n_steps: also evaluate every N optimizer steps (0 = never).
         at_fit_start: evaluate once before training (the starting point of the curve).
+        at_fit_end: evaluate when training ends, unless that step was just evaluated.
         limit: evaluate at most this many items per benchmark (chosen with `subset_seed`); None = all.
         subset_seed: seed for `limit` and the MMMU random-letter fallback.
         batch_size: prompts per generation batch.
@@ -79,13 +80,15 @@ class GenerativeEval(L.Callback):
     """
 
     def __init__(self, benchmarks: list[Benchmark], every_n_epochs: int = 1, every_n_steps: int = 0,
-                 at_fit_start: bool = False, limit: int | None = None, subset_seed: int = 42, batch_size: int = 16,
+                 at_fit_start: bool = False, at_fit_end: bool = False, limit: int | None = None, subset_seed: int = 42, batch_size: int = 16,
                  max_new_tokens: int = 128, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
                  output_dir: str | None = None, breakdowns: bool = True) -> None:  # fmt: skip
         self.benchmarks = benchmarks
         self.every_n_epochs = every_n_epochs
         self.every_n_steps = every_n_steps
         self.at_fit_start = at_fit_start
+        self.at_fit_end = at_fit_end
+        self.seconds = 0.0  # total time spent evaluating (to separate training from evaluation wall time)
         self.limit = limit
         self.subset_seed = subset_seed
         self.batch_size = batch_size
@@ -110,7 +113,13 @@ class GenerativeEval(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._last_step = trainer.global_step
             self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.at_fit_end and self._last_step != trainer.global_step:
+            self._last_step = trainer.global_step
+            self.evaluate(trainer, pl_module, log=False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -143,8 +152,9 @@ class GenerativeEval(L.Callback):
                 answers.append(tok.decode(completions[0], skip_special_tokens=True))
         return answers
 
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        """Run every benchmark now; returns (and logs) the metrics."""
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, log: bool = True) -> dict[str, float]:
+        """Run every benchmark now; returns (and logs) the metrics and writes `metrics.json` beside predictions."""
+        t0 = time.perf_counter()
         was_training = pl_module.model.training
         pl_module.model.eval()
         metrics: dict[str, float] = {}
@@ -155,9 +165,19 @@ class GenerativeEval(L.Callback):
             if was_training:
                 pl_module.model.train()
         for key, value in metrics.items():
-            if self.breakdowns or key.count("/") == 2:  # val/<name>/acc and val/<name>/fallback_rate always
+            if not (self.breakdowns or key.count("/") == 2):  # val/<name>/acc and val/<name>/fallback_rate always
+                continue
+            if log:
                 pl_module.log(key, value, rank_zero_only=True, sync_dist=False)
+            else:  # on_train_end does not allow self.log: write to the logger directly
+                for logger in trainer.loggers:
+                    logger.log_metrics({key: value}, step=trainer.global_step)
+        self.seconds += time.perf_counter() - t0
         self.last_metrics = metrics
+        if trainer.is_global_zero:
+            summary = {"step": trainer.global_step, "epoch": trainer.current_epoch, "eval_seconds": self.seconds,
+                       "metrics": {k: v for k, v in metrics.items() if k.count("/") == 2}}
+            atomic_write_text(self._root(trainer) / "metrics.json", json.dumps(summary, indent=1))
         return metrics
 
     def _evaluate_one(self, trainer, pl_module, bench: Benchmark) -> dict[str, float]:
@@ -185,9 +205,11 @@ class GenerativeEval(L.Callback):
             self._write(trainer, bench.name, results)
         return metrics
 
+    def _root(self, trainer) -> Path:
+        return Path(self.output_dir or Path(trainer.log_dir or trainer.default_root_dir) / "predictions")
+
     def _write(self, trainer, name: str, results: list[dict[str, Any]]) -> None:
-        root = Path(self.output_dir or Path(trainer.log_dir or trainer.default_root_dir) / "predictions")
-        path = root / name / f"epoch={trainer.current_epoch}-step={trainer.global_step}.jsonl"
+        path = self._root(trainer) / name / f"epoch={trainer.current_epoch}-step={trainer.global_step}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
 

@@ -7,9 +7,9 @@ Built offline from the `easy-vqa` package on first use of a `demo://` path (a fe
 |---|---|---|---|
 | cold_start.json | messages + images | 400 | cold-start SFT (paper step 1) |
 | train_sft.json / train_grpo.json | messages + images / problem, solution, image | 800 | post-training (same items, same order) |
-| test_id.json | problem, solution, image | 300 | in distribution (easy-vqa test images) |
-| test_ood_sketch.json | same | 300 | OOD: the shape redrawn as a coloured outline on white (our ImageNet-R stand-in) |
-| test_ood_texture.json | same | 300 | OOD: the plain background replaced by a pastel texture (our ImageNet-A stand-in) |
+| test_id.json | problem, solution, image | 200 | in distribution (easy-vqa test images) |
+| test_ood_sketch.json | same | 200 | OOD: the shape redrawn as a coloured outline on white (our ImageNet-R stand-in) |
+| test_ood_texture.json | same | 200 | OOD: the plain background replaced by a pastel texture (our ImageNet-A stand-in) |
 
 Both renditions keep every answer valid: shape and colour are unchanged. Prompts end with the DC-SFT-style
 instruction to answer in one word; answers are easy-vqa's 13 one-word answers.
@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 INSTRUCTION = " Output the answer using one word."
-SIZES = {"cold_start": 400, "train": 800, "test": 300}
+SIZES = {"cold_start": 400, "train": 800, "test": 200}
 
 
 def cache_root() -> Path:
@@ -109,7 +109,7 @@ def build_demo_data(out_dir: str | Path, seed: int = 0) -> Path:
     rng.shuffle(images)
     picks = [rng.choice(by_image[i]) for i in images[: SIZES["cold_start"] + SIZES["train"]]]
     rows = []
-    for n, q_index in enumerate(picks):
+    for q_index in picks:
         image_id = train_i[q_index]
         target = out_dir / "images" / f"train_{image_id}.png"
         shutil.copyfile(train_paths[image_id], target)

@@ -87,6 +87,7 @@ class VLMDataModule(L.LightningDataModule):
         pass_rate_range: closed pass-rate interval [lo, hi] instead of tiers.
         hard_share: share of the final selection drawn from the hard tier (paper Fig. 5: 0.05).
         selection_seed: seed for the hard-share draw.
+        prompt_only: serve training batches as left-padded prompts without answers (GRPO rollouts).
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class VLMDataModule(L.LightningDataModule):
         pass_rate_range: tuple[float, float] | None = None,
         hard_share: float = 0.0,
         selection_seed: int = 0,
+        prompt_only: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -191,7 +193,7 @@ class VLMDataModule(L.LightningDataModule):
             if hp.train_file is None:
                 raise ValueError("data.train_file is required for fit")
             samples = self.select(read_samples(hp.train_file, hp.image_root), hp.train_file)
-            self.train_samples = self.check_lengths(samples)
+            self.train_samples = self.check_lengths(samples, generation=hp.prompt_only)
         if stage in ("fit", "validate", None) and hp.val_file and not self.val_samples:
             self.val_samples = self.check_lengths(read_samples(hp.val_file, hp.image_root))
         if stage == "predict" and not self.predict_samples:
@@ -222,8 +224,10 @@ class VLMDataModule(L.LightningDataModule):
             self._sampler.set_epoch(self._resume["epoch"])
             self._sampler.start = self._resume["batches"] * self.hparams.batch_size
             self._resume = {}
-        return DataLoader(self._dataset(self.train_samples), batch_size=self.hparams.batch_size,
-                          sampler=self._sampler, collate_fn=self._collator("right"),
+        prompt_only = self.hparams.prompt_only
+        return DataLoader(self._dataset(self.train_samples, generation=prompt_only),
+                          batch_size=self.hparams.batch_size, sampler=self._sampler,
+                          collate_fn=self._collator("left" if prompt_only else "right"),
                           num_workers=self.hparams.num_workers, drop_last=False)  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
