@@ -153,8 +153,21 @@ class VLMDataModule(L.LightningDataModule):
         selected = [s for s in samples if s.id in keep]
         counts = tiers_lib.tier_counts(difficulty, [s.id for s in selected])
         self.report["selection"] = {"kept": len(selected), "of": len(samples), "tiers": counts}
-        log.info("difficulty selection kept %d of %d items: %s", len(selected), len(samples), counts)
+        self._report_tiers(difficulty, len(selected), len(samples), counts)
         return selected
+
+    def _report_tiers(self, difficulty, kept: int, total: int, counts: dict[str, int]) -> None:
+        """Tier report at the start of fit: printed, saved in data_report.json, logged to TensorBoard."""
+        from callbacks.difficulty_writer import log_tier_report
+        from datamodules.tier_report import format_tier_report, tier_report
+
+        report = tier_report(difficulty)
+        self.report["tier_report"] = report
+        print(format_tier_report(report), flush=True)
+        print(f"[data] selection {self.hparams.selection or self.hparams.tiers or self.hparams.pass_rate_range}: "
+              f"{kept} of {total} training items ({counts})", flush=True)  # fmt: skip
+        if self.trainer is not None and self.trainer.is_global_zero:
+            log_tier_report(self.trainer, report, difficulty, prefix="data/")
 
     def check_lengths(self, samples: list[Sample], generation: bool = False) -> list[Sample]:
         """Apply the max-length policy before any training; never silently."""
