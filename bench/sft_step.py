@@ -74,7 +74,7 @@ IGNORE_INDEX = -100
 @dataclass(frozen=True)
 class Config:
     name: str
-    tokenizer: str  # "bpe" (1,024 tokens) or "qwen" (151,665)
+    tokenizer: str  # "bpe" (~470 tokens, 512 lm_head rows) or "qwen" (151,665 tokens)
     image_size: int  # square images; 224 -> 8x8 = 64 image tokens, 448 -> 256
     headline: str | None = None  # the summary line this configuration's ratio goes to
 

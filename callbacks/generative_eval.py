@@ -175,8 +175,12 @@ class GenerativeEval(L.Callback):
         self.seconds += time.perf_counter() - t0
         self.last_metrics = metrics
         if trainer.is_global_zero:
-            summary = {"step": trainer.global_step, "epoch": trainer.current_epoch, "eval_seconds": self.seconds,
-                       "metrics": {k: v for k, v in metrics.items() if k.count("/") == 2}}
+            summary = {
+                "step": trainer.global_step,
+                "epoch": trainer.current_epoch,
+                "eval_seconds": self.seconds,
+                "metrics": {k: v for k, v in metrics.items() if k.count("/") == 2},
+            }
             atomic_write_text(self._root(trainer) / "metrics.json", json.dumps(summary, indent=1))
         return metrics
 

@@ -50,8 +50,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hard-share", type=float, default=0.0, help="share of hard items mixed in (Fig. 5: 0.05)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    n = export(args.train_file, args.difficulty, args.out, args.selection, args.tiers,
-               tuple(args.pass_rate_range) if args.pass_rate_range else None, args.hard_share, args.seed)
+    n = export(
+        args.train_file,
+        args.difficulty,
+        args.out,
+        args.selection,
+        args.tiers,
+        tuple(args.pass_rate_range) if args.pass_rate_range else None,
+        args.hard_share,
+        args.seed,
+    )
     print(f"wrote {n} rows to {args.out}")
 
 

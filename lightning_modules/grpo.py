@@ -19,7 +19,6 @@ import copy
 from dataclasses import asdict
 from typing import Any
 
-import lightning as L
 import torch
 
 from datamodules.scoring import get_scorer
@@ -170,7 +169,9 @@ class GRPOModule(SFTModule):
                 if rows:
                     sub = per_item[rows]
                     metrics[f"train/tier/{tier}/reward"] = sub.mean()
-                    metrics[f"train/tier/{tier}/frac_reward_zero_std"] = (sub.max(1).values == sub.min(1).values).float().mean()
+                    metrics[f"train/tier/{tier}/frac_reward_zero_std"] = (
+                        (sub.max(1).values == sub.min(1).values).float().mean()
+                    )
         self.log_dict(metrics, batch_size=n, prog_bar=False)
         self.log("train/reward", rewards.mean(), prog_bar=True, batch_size=n, logger=False)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=n)

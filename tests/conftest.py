@@ -32,8 +32,9 @@ def tiny_qwen_model(tmp_path_factory) -> str:
     return str(build_tiny_vlm(tmp_path_factory.mktemp("tiny_qwen") / "model", tokenizer="qwen", hidden=32))
 
 
-def write_color_data(folder: Path, n: int = 16, fmt: str = "messages", size: int = 56,
-                     colors: list[str] | None = None) -> Path:
+def write_color_data(
+    folder: Path, n: int = 16, fmt: str = "messages", size: int = 56, colors: list[str] | None = None
+) -> Path:
     """n one-colour images with the question 'What color is the image?' in an official format; returns the JSON."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "images").mkdir(exist_ok=True)

@@ -24,7 +24,9 @@ def test_config_parses(path, tmp_path):
 
     # Paper configs ask for GPUs and DDP: parse them as they are, instantiate on this machine's CPU.
     overrides = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto"]
-    cli = main([_subcommand(path), "--config", path, *overrides, "--trainer.default_root_dir", str(tmp_path)], run=False)
+    cli = main(
+        [_subcommand(path), "--config", path, *overrides, "--trainer.default_root_dir", str(tmp_path)], run=False
+    )
     assert cli.model is not None and cli.datamodule is not None
     assert cli.datamodule.hparams.model_path == cli.model.hparams.model_path  # linked, set once
 

@@ -28,13 +28,18 @@ def test_logprobs_match_full_forward_and_reference_is_base(trained_tiny_model, t
     seqs = build_sequences(inputs, completions, pad_id=0)
     ours, _ = sequence_logprobs(base, inputs, seqs, with_grad=False)
     # Reference: a plain forward of each (prompt + completion) row through the HF model with the images repeated.
-    for row, (b, tokens) in enumerate((b, t) for b in range(2) for t in completions[b]):
+    pairs = [(item, t) for item in range(2) for t in completions[item]]
+    for row, (b, tokens) in enumerate(pairs):
         ids = torch.cat([batch["input_ids"][b], torch.tensor(tokens)]).unsqueeze(0)
         mask = torch.cat([batch["attention_mask"][b], torch.ones(len(tokens), dtype=torch.long)]).unsqueeze(0)
         patches = int(batch["image_grid_thw"][b].prod())
-        logits = base(input_ids=ids, attention_mask=mask, pixel_values=batch["pixel_values"][b * patches:(b + 1) * patches],
-                      image_grid_thw=batch["image_grid_thw"][b:b + 1],
-                      mm_token_type_ids=(ids == base.config.image_token_id).long()).logits
+        logits = base(
+            input_ids=ids,
+            attention_mask=mask,
+            pixel_values=batch["pixel_values"][b * patches : (b + 1) * patches],
+            image_grid_thw=batch["image_grid_thw"][b : b + 1],
+            mm_token_type_ids=(ids == base.config.image_token_id).long(),
+        ).logits
         p = batch["input_ids"].shape[1]
         ref = torch.log_softmax(logits[0, p - 1 : p - 1 + len(tokens)], -1).gather(-1, torch.tensor(tokens)[:, None])
         torch.testing.assert_close(ours[row, : len(tokens)], ref.squeeze(-1), atol=1e-4, rtol=1e-4)
@@ -55,9 +60,18 @@ def test_logprobs_match_full_forward_and_reference_is_base(trained_tiny_model, t
 def test_short_grpo_fit_raises_reward(trained_tiny_model, tmp_path):
     data = write_color_data(tmp_path / "d", n=8, fmt="problem", colors=["red"])  # an easy task: always "red"
     L.seed_everything(0)
-    module = GRPOModule(trained_tiny_model, vlm=VLMOptions(dtype="float32", lora=LoraOptions(r=16, alpha=32,
-                        dropout=0.0)), num_generations=8, max_new_tokens=4, temperature=1.0, beta=0.0, lr=1e-2,
-                        warmup_ratio=0.0, log_completions_every=0, scale_rewards=True)
+    module = GRPOModule(
+        trained_tiny_model,
+        vlm=VLMOptions(dtype="float32", lora=LoraOptions(r=16, alpha=32, dropout=0.0)),
+        num_generations=8,
+        max_new_tokens=4,
+        temperature=1.0,
+        beta=0.0,
+        lr=1e-2,
+        warmup_ratio=0.0,
+        log_completions_every=0,
+        scale_rewards=True,
+    )
     dm = VLMDataModule(trained_tiny_model, train_file=str(data), batch_size=2, prompt_only=True)
     history = []
 
@@ -65,9 +79,18 @@ def test_short_grpo_fit_raises_reward(trained_tiny_model, tmp_path):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             history.append(float(trainer.callback_metrics["train/reward/mean"]))
 
-    L.Trainer(accelerator="cpu", max_steps=16, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
-              limit_val_batches=0, callbacks=[Record()]).fit(module, dm)
+    L.Trainer(
+        accelerator="cpu",
+        max_steps=16,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[Record()],
+    ).fit(module, dm)
     first, last = sum(history[:4]) / 4, sum(history[-4:]) / 4
     print(history)
     assert last > first + 0.2, history

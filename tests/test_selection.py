@@ -20,12 +20,20 @@ def _difficulty(path, n=8, k=8):
     return path
 
 
-@pytest.mark.parametrize("selection,expected", [("sft_m", ["1", "4", "5", "7"]), ("sft_em", ["0", "1", "3", "4", "5", "7"]),
-                                                ("sft_h", ["2", "6"]), ("sft", [str(i) for i in range(8)])])
+@pytest.mark.parametrize(
+    "selection,expected",
+    [
+        ("sft_m", ["1", "4", "5", "7"]),
+        ("sft_em", ["0", "1", "3", "4", "5", "7"]),
+        ("sft_h", ["2", "6"]),
+        ("sft", [str(i) for i in range(8)]),
+    ],
+)
 def test_selection_presets(tiny_model, tmp_path, selection, expected):
     data = write_color_data(tmp_path / "d", n=8)
-    dm = VLMDataModule(tiny_model, train_file=str(data), difficulty_file=str(_difficulty(tmp_path / "diff.jsonl")),
-                       selection=selection)
+    dm = VLMDataModule(
+        tiny_model, train_file=str(data), difficulty_file=str(_difficulty(tmp_path / "diff.jsonl")), selection=selection
+    )
     dm.setup("fit")
     assert [s.id for s in dm.train_samples] == expected
 
@@ -45,5 +53,8 @@ def test_export_selection_to_ms_swift_json(tmp_path):
     n = export(str(data), str(_difficulty(tmp_path / "diff.jsonl")), str(tmp_path / "out.json"), "sft_m")
     rows = json.loads((tmp_path / "out.json").read_text())
     assert n == 4 == len(rows)
-    assert rows[0]["messages"][0] == {"role": "user", "content": "<image>What color is the image? Output the answer using one word."}
+    assert rows[0]["messages"][0] == {
+        "role": "user",
+        "content": "<image>What color is the image? Output the answer using one word.",
+    }
     assert rows[0]["messages"][1]["role"] == "assistant" and rows[0]["images"] == ["images/1.png"]
