@@ -151,3 +151,78 @@ def fmt_params(n: int) -> str:
 
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms"
+
+
+def build_trained_tiny_vlm(folder: str | Path, data_file: str | Path, tokenizer: str = "bpe", hidden: int = 64,
+                           steps: int = 30, lr: float = 1e-2, batch_size: int = 4) -> Path:  # fmt: skip
+    """A tiny random Qwen2.5-VL briefly fully fine-tuned (SFTModule's step) on `data_file` (messages format), so that
+    it answers in one word and emits `<|im_end|>` (a random model never stops); built once into `folder`.
+
+    Benchmarks of generation need this: with a model that never emits EOS every side runs the full max_new_tokens.
+    """
+    folder = Path(folder)
+    if (folder / ".trained").exists():
+        return folder
+    import torch
+
+    from datamodules.vlm_data import VLMDataModule
+    from lightning_modules.tiny import build_tiny_vlm
+    from lightning_modules.vlm import VLMOptions
+
+    build_tiny_vlm(folder, tokenizer=tokenizer, hidden=hidden)
+    torch.manual_seed(0)
+    model, _, optimizer, scheduler = build_sft_step(str(folder), VLMOptions(dtype="float32", lora=None), lr=lr,
+                                                    total_steps=steps)  # fmt: skip
+    data = VLMDataModule(model_path=str(folder), train_file=str(data_file), batch_size=batch_size, max_length=None)
+    data.setup("fit")
+    done = 0
+    while done < steps:
+        for batch in data.train_dataloader():
+            sft_step(model, batch, optimizer, scheduler)
+            done += 1
+            if done == steps:
+                break
+    model.eval()
+    model.save_pretrained(folder)  # weights only; the processor and tokenizer files stay as build_tiny_vlm wrote them
+    (folder / ".trained").write_text("ok\n")
+    return folder
+
+
+def quiet_libraries() -> None:
+    """Silence warnings, progress bars and library chatter (they would drown the figures)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.disable(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def write_subset_json(source: str | Path, target: str | Path, n: int) -> Path:
+    """The first `n` rows of an official-format JSON list, image paths made absolute, written to `target`."""
+    import json
+
+    source, target = Path(source), Path(target)
+    rows = json.loads(source.read_text())[:n]
+    for row in rows:
+        for key in ("image", "images"):
+            if key in row:
+                paths = row[key] if isinstance(row[key], list) else [row[key]]
+                absolute = [p if Path(p).is_absolute() else str(source.parent / p) for p in paths]
+                row[key] = absolute if isinstance(row[key], list) else absolute[0]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(rows))
+    return target
+
+
+def describe_vlm(model: Any, processor: Any) -> str:
+    """'params 0.69 M, hidden 64, 2 layers, tokenizer 1,001 tokens (lm_head rows 1,024), vision depth 2'."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    text = base.config.get_text_config()
+    return (f"params {fmt_params(count_params(model))}, hidden {text.hidden_size}, {text.num_hidden_layers} layers, "
+            f"tokenizer {len(processor.tokenizer):,} tokens (lm_head rows {text.vocab_size:,}), vision depth "
+            f"{base.config.vision_config.depth}")  # fmt: skip

@@ -28,6 +28,7 @@ from PIL import Image, ImageFilter
 
 INSTRUCTION = " Output the answer using one word."
 SIZES = {"cold_start": 400, "train": 800, "test": 200}
+OPEN_SHARE = 0.7
 
 
 def cache_root() -> Path:
@@ -73,6 +74,15 @@ def texture(image: Image.Image, rng: random.Random) -> Image.Image:
     return Image.fromarray(out)
 
 
+def _pick(indices: list[int], answers: list[str], rng: random.Random) -> int:
+    """One question of an image, an open (colour / shape) one with probability OPEN_SHARE: easy-vqa is 73 % yes/no,
+    which a model can half-answer from the text alone; open questions make it look at the image."""
+    open_ones = [i for i in indices if answers[i] not in ("yes", "no")]
+    if open_ones and rng.random() < OPEN_SHARE:
+        return rng.choice(open_ones)
+    return rng.choice(indices)
+
+
 def _problem(question: str, answer: str, image: str, rid: str) -> dict:
     return {"id": rid, "problem": question[0].upper() + question[1:] + INSTRUCTION, "solution": answer, "image": image}
 
@@ -107,7 +117,7 @@ def build_demo_data(out_dir: str | Path, seed: int = 0) -> Path:
         by_image.setdefault(image_id, []).append(index)
     images = sorted(by_image)
     rng.shuffle(images)
-    picks = [rng.choice(by_image[i]) for i in images[: SIZES["cold_start"] + SIZES["train"]]]
+    picks = [_pick(by_image[i], train_a, rng) for i in images[: SIZES["cold_start"] + SIZES["train"]]]
     rows = []
     for q_index in picks:
         image_id = train_i[q_index]
@@ -126,7 +136,7 @@ def build_demo_data(out_dir: str | Path, seed: int = 0) -> Path:
     rng.shuffle(test_images)
     sets: dict[str, list[dict]] = {"test_id": [], "test_ood_sketch": [], "test_ood_texture": []}
     for image_id in test_images[: SIZES["test"]]:
-        q_index = rng.choice(by_test[image_id])
+        q_index = _pick(by_test[image_id], test_a, rng)
         original = Image.open(test_paths[image_id]).convert("RGB")
         variants = {
             "test_id": original,

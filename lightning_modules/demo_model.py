@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from lightning_modules.processor import QWEN2_5_VL_CHAT_TEMPLATE, Qwen2_5_VLImageOnlyProcessor
-from lightning_modules.tiny import QWEN_SPECIAL_TOKENS, image_processor
+from lightning_modules.processor import QWEN2_5_VL_CHAT_TEMPLATE
+from lightning_modules.tiny import QWEN_SPECIAL_TOKENS, save_vlm_folder
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -81,10 +81,4 @@ def build_demo_model(out_dir: str | Path, seed: int = 0) -> Path:
     vlm.tie_weights()
     vlm.generation_config.eos_token_id = [ids("<|im_end|>"), ids("<|endoftext|>")]
     vlm.generation_config.pad_token_id = ids("<|endoftext|>")
-    out_dir = Path(out_dir)
-    vlm.save_pretrained(out_dir)
-    processor = Qwen2_5_VLImageOnlyProcessor(image_processor=image_processor(), tokenizer=tok,
-                                             chat_template=QWEN2_5_VL_CHAT_TEMPLATE)  # fmt: skip
-    processor.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    return out_dir
+    return save_vlm_folder(vlm, tok, out_dir)

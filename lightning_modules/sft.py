@@ -58,13 +58,16 @@ class SFTModule(L.LightningModule):
         adam_betas: AdamW betas (ms-swift default (0.9, 0.95)).
         warmup_ratio: share of steps with linear warmup (official 0.1).
         min_lr_ratio: floor of the cosine decay as a share of `lr`.
+        vision_lr_scale: learning-rate multiplier for vision-tower / merger parameters (a randomly initialised
+            vision tower, as in the embedded demo, needs a larger one; 1.0 = official).
         export_dir: if set, save the trained model at fit end (merged with its adapter) with its processor, ready
             to be the `model_path` of a next stage.
     """
 
     def __init__(self, model_path: str, vlm: VLMOptions | None = None, lr: float = 1e-5, weight_decay: float = 0.1,
                  adam_betas: tuple[float, float] = (0.9, 0.95), warmup_ratio: float = 0.1, min_lr_ratio: float = 0.0,
-                 export_dir: str | None = None) -> None:  # fmt: skip
+                 export_dir: str | None = None,
+                 vision_lr_scale: float = 1.0) -> None:  # fmt: skip
         super().__init__()
         self.save_hyperparameters(ignore=["vlm"])
         self.vlm = vlm or VLMOptions()
@@ -114,13 +117,17 @@ class SFTModule(L.LightningModule):
 
     # ------------------------------------------------------------ optimizer
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        if not named:
             raise ValueError("no trainable parameters: enable lora or unfreeze part of the model")
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
+        scale = self.hparams.vision_lr_scale
+        groups = []
+        for is_vision in (False, True):
+            for decay in (True, False):
+                params = [p for n, p in named if (".visual." in n) == is_vision and (p.ndim >= 2) == decay]
+                if params:
+                    groups.append({"params": params, "weight_decay": self.hparams.weight_decay if decay else 0.0,
+                                   "lr": self.hparams.lr * (scale if is_vision else 1.0)})  # fmt: skip
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.adam_betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.hparams.warmup_ratio * total)

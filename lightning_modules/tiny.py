@@ -126,9 +126,15 @@ def build_tiny_vlm(folder: str | Path, tokenizer: str = "bpe", seed: int = 0, hi
     model = Qwen2_5_VLForConditionalGeneration(tiny_config(tok, hidden=hidden))
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = [tok.convert_tokens_to_ids("<|im_end|>")]
+    return save_vlm_folder(model, tok, folder)
+
+
+def save_vlm_folder(model, tokenizer, folder: str | Path) -> Path:
+    """Save a model with the image-only processor, tokenizer and chat template: a complete checkpoint folder."""
+    folder = Path(folder)
     model.save_pretrained(folder)
-    processor = Qwen2_5_VLImageOnlyProcessor(image_processor=image_processor(), tokenizer=tok,
+    processor = Qwen2_5_VLImageOnlyProcessor(image_processor=image_processor(), tokenizer=tokenizer,
                                              chat_template=QWEN2_5_VL_CHAT_TEMPLATE)  # fmt: skip
     processor.save_pretrained(folder)
-    tok.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder

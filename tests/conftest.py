@@ -16,6 +16,22 @@ warnings.filterwarnings("ignore", message=".*gemm_4bit_forward.*")
 COLORS = {"red": (255, 0, 0), "green": (0, 160, 0), "blue": (0, 0, 255), "yellow": (255, 220, 0)}
 
 
+def cpu_trainer(**kwargs):
+    """A quiet CPU Trainer for tests: no logger, checkpoints, progress bar, summary or sanity check."""
+    import lightning as L
+
+    defaults = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(**{**defaults, **kwargs})
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """Tiny random Qwen2.5-VL with a small BPE tokenizer (fast tests)."""
@@ -69,7 +85,6 @@ def color_data(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def trained_tiny_model(tiny_model, tmp_path_factory) -> str:
     """The tiny model after a short full fine-tune on colour questions: it emits <|im_end|> and is sometimes right."""
-    import lightning as L
     import torch
 
     from datamodules.vlm_data import VLMDataModule
@@ -83,15 +98,6 @@ def trained_tiny_model(tiny_model, tmp_path_factory) -> str:
     module = SFTModule(
         tiny_model, vlm=VLMOptions(dtype="float32", lora=None), lr=1e-2, warmup_ratio=0.0, export_dir=str(out)
     )
-    L.Trainer(
-        accelerator="cpu",
-        max_steps=30,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-    ).fit(module, VLMDataModule(tiny_model, train_file=str(data), batch_size=4))
+    trainer = cpu_trainer(max_steps=30, default_root_dir=root)
+    trainer.fit(module, VLMDataModule(tiny_model, train_file=str(data), batch_size=4))
     return str(out)

@@ -11,7 +11,7 @@ from datamodules.vlm_data import VLMDataModule
 from lightning_modules.difficulty import DifficultyEstimator
 from lightning_modules.sampling import SamplingConfig, banned_token_ids, sample, stop_token_ids
 from lightning_modules.vlm import VLMOptions, build_vlm
-from tests.conftest import write_color_data
+from tests.conftest import cpu_trainer, write_color_data
 
 
 class Killed(Exception):
@@ -33,15 +33,7 @@ def _estimate(model_path, data, output, devices=1, strategy="auto", callbacks=()
     )
     dm = VLMDataModule(model_path, predict_file=str(data), eval_batch_size=3)
     writer = DifficultyWriter(str(output), report=False)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy=strategy,
-        logger=False,
-        enable_progress_bar=False,
-        use_distributed_sampler=False,
-        callbacks=[writer, *callbacks],
-    )
+    trainer = cpu_trainer(devices=devices, strategy=strategy, callbacks=[writer, *callbacks])
     trainer.predict(module, dm, return_predictions=False)
     return read_difficulty(output) if output.exists() else None
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -14,7 +13,7 @@ from datamodules.benchmarks.imagenet import DCSFTJson
 from datamodules.vlm_data import VLMDataModule
 from lightning_modules.sft import SFTModule
 from lightning_modules.vlm import LoraOptions, VLMOptions
-from tests.conftest import write_color_data
+from tests.conftest import cpu_trainer, write_color_data
 
 
 def test_shard_and_subset():
@@ -39,19 +38,13 @@ def _eval_run(model_path, data_dir, out, devices, strategy="auto", lr=1e-3, batc
     callback = GenerativeEval([bench], every_n_epochs=1, batch_size=batch_size, max_new_tokens=4, output_dir=str(out))
     module = SFTModule(model_path, vlm=VLMOptions(dtype="float32", lora=LoraOptions(r=4, dropout=0.0)), lr=lr)
     dm = VLMDataModule(model_path, train_file=str(data_dir / "messages.json"), batch_size=2)
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = cpu_trainer(
         devices=devices,
         strategy=strategy,
         max_epochs=1,
         limit_train_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        use_distributed_sampler=False,
         default_root_dir=out,
         callbacks=[callback],
-        num_sanity_val_steps=0,
     )
     trainer.fit(module, dm)
     return trainer, callback

@@ -9,7 +9,7 @@ from datamodules.vlm_data import VLMDataModule
 from lightning_modules.grpo import GRPOModule
 from lightning_modules.rollout import build_sequences, sequence_logprobs
 from lightning_modules.vlm import LoraOptions, VLMOptions, build_vlm
-from tests.conftest import write_color_data
+from tests.conftest import cpu_trainer, write_color_data
 
 
 def _prompts(model_path, data, n=2):
@@ -79,18 +79,43 @@ def test_short_grpo_fit_raises_reward(trained_tiny_model, tmp_path):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             history.append(float(trainer.callback_metrics["train/reward/mean"]))
 
-    L.Trainer(
-        accelerator="cpu",
-        max_steps=16,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[Record()],
-    ).fit(module, dm)
+    cpu_trainer(max_steps=16, limit_val_batches=0, callbacks=[Record()]).fit(module, dm)
     first, last = sum(history[:4]) / 4, sum(history[-4:]) / 4
     print(history)
     assert last > first + 0.2, history
+
+
+def test_grpo_with_qlora_checkpointing_and_accumulation(trained_tiny_model, tmp_path):
+    import pytest
+
+    pytest.importorskip("bitsandbytes")
+    from lightning_modules.vlm import QuantOptions
+
+    data = write_color_data(tmp_path / "d", n=4, fmt="problem")
+    vlm = VLMOptions(
+        dtype="float32",
+        gradient_checkpointing=True,
+        lora=LoraOptions(r=4, dropout=0.0),
+        qlora=QuantOptions(compute_dtype="float32"),
+    )
+    module = GRPOModule(
+        trained_tiny_model,
+        vlm=vlm,
+        num_generations=4,
+        max_new_tokens=3,
+        temperature=1.5,
+        beta=0.04,
+        grad_accum=2,
+        lr=1e-2,
+        warmup_ratio=0.0,
+        log_completions_every=0,
+    )
+    dm = VLMDataModule(trained_tiny_model, train_file=str(data), batch_size=1, prompt_only=True)
+    module.configure_model()
+    before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
+    trainer = cpu_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0)
+    trainer.fit(module, dm)
+    assert trainer.global_step == 2  # 4 prompt batches, an optimizer step every 2
+    changed = [n for n, p in module.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert changed and all("lora_" in n for n in changed)
+    assert "train/kl" in trainer.callback_metrics

@@ -10,6 +10,7 @@ from callbacks.checkpoint import AdapterCheckpoint
 from datamodules.vlm_data import VLMDataModule
 from lightning_modules.sft import SFTModule
 from lightning_modules.vlm import LoraOptions, VLMOptions
+from tests.conftest import cpu_trainer
 
 
 class Killed(Exception):
@@ -33,17 +34,7 @@ def _run(model_path, data, root, callbacks=(), ckpt_path=None):
     module = SFTModule(model_path, vlm=vlm, lr=3e-3, warmup_ratio=0.2)
     dm = VLMDataModule(model_path, train_file=str(data), batch_size=4, seed=7)
     ckpt = AdapterCheckpoint(dirpath=root, every_n_train_steps=1, save_last=True, save_top_k=-1)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=7,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        default_root_dir=root,
-        callbacks=[ckpt, *callbacks],
-        accumulate_grad_batches=1,
-    )
+    trainer = cpu_trainer(max_steps=7, default_root_dir=root, callbacks=[ckpt, *callbacks], enable_checkpointing=True)
     trainer.fit(module, dm, ckpt_path=ckpt_path)
     return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
 

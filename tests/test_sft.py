@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +10,7 @@ from callbacks.checkpoint import AdapterCheckpoint
 from datamodules.vlm_data import VLMDataModule
 from lightning_modules.sft import SFTModule, supervised_loss
 from lightning_modules.vlm import LoraOptions, QuantOptions, VLMOptions, build_vlm, unwrap
+from tests.conftest import cpu_trainer
 
 
 def _fit(model_path, data, tmp_path, vlm, steps=6, lr=5e-3, **trainer_kwargs):
@@ -18,16 +18,7 @@ def _fit(model_path, data, tmp_path, vlm, steps=6, lr=5e-3, **trainer_kwargs):
     module = SFTModule(model_path, vlm=vlm, lr=lr, warmup_ratio=0.0, weight_decay=0.0)
     dm = VLMDataModule(model_path, train_file=str(data), batch_size=4, max_length=256)
     trainer_kwargs.setdefault("enable_checkpointing", False)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        default_root_dir=tmp_path,
-        **trainer_kwargs,
-    )
+    trainer = cpu_trainer(max_steps=steps, default_root_dir=tmp_path, **trainer_kwargs)
     trainer.fit(module, dm)
     return module, dm, trainer
 
@@ -106,15 +97,7 @@ def test_full_finetune_exports_a_loadable_checkpoint(tiny_model, color_data, tmp
     torch.manual_seed(0)
     module = SFTModule(tiny_model, vlm=VLMOptions(dtype="float32", lora=None), lr=1e-3, export_dir=str(out))
     dm = VLMDataModule(tiny_model, train_file=str(color_data), batch_size=4)
-    L.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        use_distributed_sampler=False,
-        default_root_dir=tmp_path,
-    ).fit(module, dm)
+    cpu_trainer(max_steps=2, default_root_dir=tmp_path).fit(module, dm)
     reloaded = AutoModelForImageTextToText.from_pretrained(out)
     ours = unwrap(module.model).state_dict()
     assert all(torch.equal(v, ours[k]) for k, v in reloaded.state_dict().items())
