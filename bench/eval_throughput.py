@@ -15,7 +15,9 @@ against the processor, checked once outside the timing), mean generated tokens, 
 Default model: a tiny random Qwen2.5-VL (BPE vocabulary) briefly fine-tuned on one-colour images (bench/common.py
 `build_trained_tiny_vlm`) so that it answers one word and stops: a random model never emits EOS and both sides would
 run max_new_tokens. Items: one-colour PNGs "What color is the image? ..." (DCSFTJson benchmark). With --demo: the
-135M SmolLM2-in-Qwen2.5-VL demo model on easy-vqa test items (64x64 images, 4 image tokens).
+135M SmolLM2-in-Qwen2.5-VL demo model on easy-vqa test items (64x64 images, 4 image tokens). max_new_tokens: 128 (the
+official budget) for the tiny model, whose answers stop after one word; 32 for the demo model, which is not
+cold-started and answers in short sentences (8 tokens on average), so that the batch-1 loop stays affordable.
 
     .venv/bin/python -m bench.eval_throughput                  # tiny model, 64 items (about 30 s on 2 cores)
     .venv/bin/python -m bench.eval_throughput --demo           # 135M demo model, 16 items (about 1-2 minutes)
@@ -149,14 +151,20 @@ def main() -> None:
         first = loop.encode(items[0])
         image_tokens = int((first["input_ids"] == model.config.image_token_id).sum())
         same_prompt = prompt_ids_identical(loop, items, processor, evaluator.min_pixels, evaluator.max_pixels)
-        print(f"Evaluation throughput, ours (GenerativeEval.generate, batch {args.batch}, shared-prefill sampler, "
-              f"greedy) vs a batch-1 loop of HF model.generate (greedy); "
-              f"{versions('torch', 'transformers', 'lightning')}; torch threads {torch.get_num_threads()}; fp32")
-        print(f"model: {'135M SmolLM2-in-Qwen2.5-VL demo' if args.demo else 'tiny Qwen2.5-VL (BPE), colour-tuned'}; "
-              f"{describe_vlm(model, processor)}")
-        print(f"items: {len(items)} ({'easy-vqa test_id' if args.demo else 'one-colour images'}), "
-              f"{image_tokens} image tokens each, prompt {first['input_ids'].shape[1]} tokens (item 0); "
-              f"max_new_tokens {max_new}; stop ids {stops}; suppressed (both sides) {banned}")
+        print(
+            f"Evaluation throughput, ours (GenerativeEval.generate, batch {args.batch}, shared-prefill sampler, "
+            f"greedy) vs a batch-1 loop of HF model.generate (greedy); "
+            f"{versions('torch', 'transformers', 'lightning')}; torch threads {torch.get_num_threads()}; fp32"
+        )
+        print(
+            f"model: {'135M SmolLM2-in-Qwen2.5-VL demo' if args.demo else 'tiny Qwen2.5-VL (BPE), colour-tuned'}; "
+            f"{describe_vlm(model, processor)}"
+        )
+        print(
+            f"items: {len(items)} ({'easy-vqa test_id' if args.demo else 'one-colour images'}), "
+            f"{image_tokens} image tokens each, prompt {first['input_ids'].shape[1]} tokens (item 0); "
+            f"max_new_tokens {max_new}; stop ids {stops}; suppressed (both sides) {banned}"
+        )
         print(f"prompt token ids identical (our encode_sample vs processor): {same_prompt}/{len(items)}", flush=True)
 
         def ours() -> list[str]:
@@ -176,13 +184,17 @@ def main() -> None:
     t_ours, t_loop = median(times["ours"]), median(times["loop"])
     ips_ours, ips_loop = len(items) / t_ours, len(items) / t_loop
     gen = loop.generated_tokens
-    print(f"answers: identical {agree}/{len(items)}; exact-match correct ours {correct['ours']}, loop "
-          f"{correct['loop']}; loop mean generated tokens {sum(gen) / len(gen):.2f} (stop token included, max "
-          f"{max(gen)}); e.g. ours {ans_ours[:3]} loop {ans_loop[:3]}")
-    print(f"time per pass over {len(items)} items, median of {rounds} interleaved rounds: ours {t_ours:.3f} s "
-          f"({ips_ours:.1f} items/s)   loop {t_loop:.3f} s ({ips_loop:.1f} items/s)   "
-          f"[ours all: {', '.join(f'{t:.3f}' for t in times['ours'])}; loop all: "
-          f"{', '.join(f'{t:.3f}' for t in times['loop'])}]")
+    print(
+        f"answers: identical {agree}/{len(items)}; exact-match correct ours {correct['ours']}, loop "
+        f"{correct['loop']}; loop mean generated tokens {sum(gen) / len(gen):.2f} (stop token included, max "
+        f"{max(gen)}); e.g. ours {ans_ours[:3]} loop {ans_loop[:3]}"
+    )
+    print(
+        f"time per pass over {len(items)} items, median of {rounds} interleaved rounds: ours {t_ours:.3f} s "
+        f"({ips_ours:.1f} items/s)   loop {t_loop:.3f} s ({ips_loop:.1f} items/s)   "
+        f"[ours all: {', '.join(f'{t:.3f}' for t in times['ours'])}; loop all: "
+        f"{', '.join(f'{t:.3f}' for t in times['loop'])}]"
+    )
     print(f"total wall time {time.perf_counter() - start:.0f} s")
     print(f"ratio: {ips_ours / ips_loop:.3f}")
 

@@ -1,8 +1,9 @@
 """GRPO step benchmark: our GRPOModule step against TRL 1.16's GRPOTrainer step, same tiny Qwen2.5-VL, same prompts.
 
 What is measured, per configuration, on CPU with one torch thread:
-- time per optimisation step, median over interleaved steps (ours, TRL, ours, TRL, ...) after a warm-up step per
-  side, both in ONE process. A step is everything from fetching the next prompt batch to the optimizer step:
+- time per optimisation step, median over interleaved steps (ours, TRL, TRL-compact, ours, ...) after a warm-up
+  step per side, all in ONE process: 6 timed steps per side, except stock TRL with the real vocabulary, where a step
+  takes 15-20 s on one busy core: it takes part in the first 2 rounds only (ours and TRL-compact go on alternating). A step is everything from fetching the next prompt batch to the optimizer step:
   * ours: the next batch from `VLMDataModule(prompt_only=True)`'s dataloader (image loading, processor, left
     padding), then `GRPOModule.training_step` as written: rollouts through the shared-prefill sampler (G per prompt
     from one prefill), exact-match rewards, group advantages, reference log-probs with the LoRA adapter disabled,
@@ -17,8 +18,12 @@ What is measured, per configuration, on CPU with one torch thread:
   * TRL: the next batch from `GRPOTrainer.get_train_dataloader()` (G copies of each prompt row, PIL images), then
     `GRPOTrainer.training_step` (generation with `model.generate` on the G-fold repeated prompts, rewards,
     advantages, reference log-probs with the adapter disabled, loss, backward), then what `Trainer.train` runs per
-    step: `accelerator.clip_grad_norm_` (1.0), `optimizer.step()`, `lr_scheduler.step()`, `model.zero_grad()`.
-- peak memory of a step, each side in a fresh spawned process: peak RSS during a step minus RSS just before it (after
+    step: `accelerator.clip_grad_norm_` (1.0), `optimizer.step()`, `lr_scheduler.step()`, `model.zero_grad()`;
+  * TRL-compact (extra, not stock TRL on CPU): the same TRL step with its fused LM head scoring completion positions
+    only in the log-prob passes, as TRL 1.16 does where Triton runs (CUDA / XPU); on CPU it projects every position
+    of every sequence through lm_head, which dominates its step with the real vocabulary. This row estimates what is
+    left of the gap on a GPU. Shares the trainer (model, optimizer, data) with the TRL row.
+- peak memory of a step, ours and TRL (TRL-compact with --compact-memory), each in a fresh spawned process: peak RSS during a step minus RSS just before it (after
   one warm-up step, so AdamW state exists on both sides); see bench/common.py.
 
 Same on both sides: the model folder (same initial weights), LoRA r 16 / alpha 32 / dropout 0.05 on the
@@ -48,6 +53,7 @@ vocabulary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import tempfile
 import time
@@ -208,8 +214,10 @@ def exact_reward(completions: list[list[dict[str, str]]], solution: list[str], *
     return [float(bool(score(c[0]["content"], sol))) for c, sol in zip(completions, solution)]
 
 
-def build_trl(s: Settings) -> Side:
-    """TRL's GRPOTrainer on the same checkpoint, prompts and settings; batches from its own dataloader."""
+def build_trl(s: Settings) -> list[Side]:
+    """TRL's GRPOTrainer on the same checkpoint, prompts and settings; batches from its own dataloader.
+
+    Returns two sides sharing the trainer: stock TRL, and TRL with the compact (GPU-path) LM head."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -242,27 +250,55 @@ def build_trl(s: Settings) -> Side:
     optimizer, scheduler = trainer.optimizer, trainer.lr_scheduler
     batches = endless(trainer.get_train_dataloader)
     metrics = trainer._metrics["train"]
-
-    def step() -> float:
-        batch = next(batches)
-        loss = trainer.training_step(model, batch, None)
-        trainer.accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        model.zero_grad()
-        return float(loss)
-
-    def stats() -> dict[str, float]:
-        keys = {"completion_length": "completions/mean_length", "reward": "reward", "kl": "kl"}
-        return {k: sum(map(float, metrics[v])) / len(metrics[v]) for k, v in keys.items() if metrics.get(v)}
-
+    keys = {"completion_length": "completions/mean_length", "reward": "reward", "kl": "kl"}
     info = {"params": count_params(model), "trainable": count_params(model, trainable_only=True),
             "optimizer": type(optimizer).__name__, "describe": describe_vlm(model, processor)}  # fmt: skip
-    return Side("TRL", step, info, stats)
+
+    def make_side(name: str, compact: bool) -> Side:
+        history: list[dict[str, float]] = []
+
+        def step() -> float:
+            batch = next(batches)
+            with trl_compact_lm_head() if compact else contextlib.nullcontext():
+                loss = trainer.training_step(model, batch, None)
+            trainer.accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            model.zero_grad()
+            history.append({k: float(metrics[v][-1]) for k, v in keys.items() if metrics.get(v)})
+            return float(loss)
+
+        def stats() -> dict[str, float]:
+            return {k: sum(h[k] for h in history) / len(history) for k in history[0]} if history else {}
+
+        return Side(name, step, info, stats)
+
+    return [make_side("TRL", False), make_side("TRL-compact", True)]
+
+
+@contextlib.contextmanager
+def trl_compact_lm_head() -> Iterator[None]:
+    """Make TRL's fused LM head score only completion positions, as it does where Triton runs (CUDA / XPU).
+
+    On CPU, TRL 1.16 projects every position of every sequence through lm_head in its log-prob passes
+    (`compact = _use_triton(device)` in `trl.trainer.utils`); this switches only that decision (the CPU torch tiles
+    still compute). Not stock TRL on CPU: an extra row that estimates how TRL's step behaves where its Triton path is
+    on. Generation (`model.generate`) is unaffected.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    trl_utils._use_triton = lambda device: True
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 def build_side(name: str, s: Settings) -> Side:
-    return build_ours(s) if name == "ours" else build_trl(s)
+    if name == "ours":
+        return build_ours(s)
+    return next(side for side in build_trl(s) if side.name == name)
 
 
 # ---------------------------------------------------------------------------------------------------------- memory
@@ -289,6 +325,7 @@ def memory_worker(name: str, s: Settings, steps: int) -> dict[str, float | bool]
 
 # ------------------------------------------------------------------------------------------------------------ main
 CONFIGS = {"tiny_vocab": "bpe", "real_vocab": "qwen"}
+SIDES = ("ours", "TRL", "TRL-compact")
 
 
 def prepare(workdir: Path, tokenizer: str, args: argparse.Namespace) -> tuple[str, str]:
@@ -309,23 +346,33 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16, help="max completion length (answers: one word)")
     parser.add_argument("--image-size", type=int, default=224, help="square image side (224 -> 64 image tokens)")
     parser.add_argument("--hidden", type=int, default=64, help="tiny model hidden size")
-    parser.add_argument("--rounds", type=int, default=0, help="timed steps per side (0: 8 tiny vocab, 3 real)")
+    parser.add_argument("--rounds", type=int, default=6, help="timed steps of ours and TRL-compact")
+    parser.add_argument("--trl-rounds", type=int, default=0, help="timed steps of stock TRL (0: 6 tiny vocab, 2 "
+                        "real vocab, where one takes about 20 s)")  # fmt: skip
     parser.add_argument("--mem-steps", type=int, default=1, help="measured steps per memory process")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurements")
+    parser.add_argument("--compact-memory", action="store_true", help="also measure TRL-compact's memory (+2 "
+                        "processes)")  # fmt: skip
     args = parser.parse_args()
 
     quiet_libraries()
     set_threads(1)
     import torch
 
-    default_rounds = {"tiny_vocab": 8, "real_vocab": 3}
+    default_trl_rounds = {"tiny_vocab": 6, "real_vocab": 2}
     start = time.perf_counter()
-    print(f"GRPO step, ours (GRPOModule.training_step, driven without a Trainer) vs TRL GRPOTrainer; "
-          f"{versions('torch', 'transformers', 'trl', 'peft', 'lightning')}; torch threads {torch.get_num_threads()}; "
-          f"{args.prompts} prompts x G {args.group} per step; max completion length {args.max_new_tokens}; "
-          f"{args.image_size}x{args.image_size} images; fp32; SDPA; LoRA r{LORA['r']}/a{LORA['alpha']}/dropout "
-          f"{LORA['dropout']} on LM linears; beta 0.04; T 0.9, top-p 1.0, top-k 50; AdamW lr {LR:g}; times: median per "
-          f"step, interleaved in one process after 1 warm-up step per side, data loading included on both sides")
+    print(
+        f"GRPO step, ours (GRPOModule.training_step, driven without a Trainer) vs TRL GRPOTrainer; "
+        f"{versions('torch', 'transformers', 'trl', 'peft', 'lightning')}; torch threads {torch.get_num_threads()}; "
+        f"{args.prompts} prompts x G {args.group} per step; max completion length {args.max_new_tokens}; "
+        f"{args.image_size}x{args.image_size} images; fp32; SDPA; LoRA r{LORA['r']}/a{LORA['alpha']}/dropout "
+        f"{LORA['dropout']} on LM linears; beta 0.04; T 0.9, top-p 1.0, top-k 50; AdamW lr {LR:g}; times: median per "
+        f"step, interleaved in one process after 1 warm-up step per side, data loading included on both sides"
+    )
+    print(
+        "TRL-compact = TRL with its fused LM head scoring completion positions only, as on CUDA with Triton (not "
+        "stock TRL on CPU; an estimate of the GPU gap)"
+    )
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_grpo_") as tmp:
         settings = {}
@@ -334,29 +381,38 @@ def main() -> None:
             settings[name] = Settings(model, data, args.prompts, args.group, args.max_new_tokens, tmp)
         for name in args.configs:
             torch.manual_seed(0)
-            sides = [build_ours(settings[name]), build_trl(settings[name])]
+            sides = [build_ours(settings[name]), *build_trl(settings[name])]
             info = sides[0].info
             print(f"[{name}] {info['describe']}; trainable (LoRA) ours {fmt_params(info['trainable'])} / TRL "
                   f"{fmt_params(sides[1].info['trainable'])}; optimizers {info['optimizer']} / "
                   f"{sides[1].info['optimizer']}", flush=True)  # fmt: skip
             for side in sides:  # warm-up
                 side.step()
-            rounds = args.rounds or default_rounds[name]
+            rounds = args.rounds
+            wanted = {side.name: rounds for side in sides}
+            wanted["TRL"] = args.trl_rounds or default_trl_rounds[name]
             times: dict[str, list[float]] = {side.name: [] for side in sides}
-            for _ in range(rounds):
+            for r in range(rounds):  # ours, TRL, TRL-compact, ours, ...; stock TRL only in the first rounds
                 for side in sides:
+                    if r >= wanted[side.name]:
+                        continue
                     t0 = time.perf_counter()
                     side.step()
                     times[side.name].append(time.perf_counter() - t0)
             res: dict[str, Any] = {side.name: median(times[side.name]) for side in sides}
             res["ratio"] = res["ours"] / res["TRL"]
+            res["ratio_compact"] = res["ours"] / res["TRL-compact"]
             for side in sides:
                 st = side.stats()
-                print(f"  {side.name:4s} step {fmt_ms(res[side.name]):>10s} (all: "
+                print(f"  {side.name:11s} step {fmt_ms(res[side.name]):>10s} (all: "
                       f"{', '.join(f'{t * 1e3:.0f}' for t in times[side.name])} ms); over its steps: mean completion "
                       f"length {st.get('completion_length', float('nan')):.2f} tokens, reward "
                       f"{st.get('reward', float('nan')):.3f}, KL {st.get('kl', float('nan')):.2e}")  # fmt: skip
-            print(f"  ours/TRL step time {res['ratio']:.3f} (median of {rounds})", flush=True)
+            print(
+                f"  step time, medians of {' / '.join(str(len(times[s.name])) for s in sides)} steps: ours/TRL "
+                f"{res['ratio']:.3f}   ours/TRL-compact {res['ratio_compact']:.3f}",
+                flush=True,
+            )
             results[name] = res
             del sides
             gc.collect()
@@ -364,20 +420,25 @@ def main() -> None:
         if not args.no_memory:
             print(f"peak memory of a step: one fresh spawned process per side, peak RSS during {args.mem_steps} "
                   f"step(s) minus RSS just before (after 1 warm-up step); glibc env {MALLOC_ENV}")  # fmt: skip
+            mem_sides = SIDES if args.compact_memory else SIDES[:2]
             for name in args.configs:
                 mem = {side: run_in_fresh_process(memory_worker, side, settings[name], args.mem_steps, env=MALLOC_ENV)
-                       for side in ("ours", "TRL")}  # fmt: skip
+                       for side in mem_sides}  # fmt: skip
                 results[name]["mem"] = mem
                 parts = [f"{side} {m['step_mib']:.0f} MiB (first step {m['first_step_mib']:.0f}, RSS before "
                          f"{m['baseline_mib']:.0f})" for side, m in mem.items()]  # fmt: skip
                 note = "" if all(m["reset"] for m in mem.values()) else "  [peak reset unsupported: lifetime peaks]"
                 print(f"  [{name}] step peak RSS increase: " + ";  ".join(parts) + note, flush=True)
 
-    print("\n| configuration | ours step | TRL step | ours/TRL | peak +RSS ours | peak +RSS TRL |\n|---|---|---|---|---|---|")
+    print("\n| configuration | ours step | TRL step | TRL-compact step | ours/TRL | ours/TRL-compact | peak +RSS ours "
+          "| TRL | TRL-compact |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     for name in args.configs:
         res = results[name]
-        mem = [f"{res['mem'][s]['step_mib']:.0f} MiB" if "mem" in res else "-" for s in ("ours", "TRL")]
-        print(f"| {name} | {fmt_ms(res['ours'])} | {fmt_ms(res['TRL'])} | {res['ratio']:.3f} | {' | '.join(mem)} |")
+        mem = [f"{res['mem'][n]['step_mib']:.0f} MiB" if n in res.get("mem", {}) else "-" for n in SIDES]
+        print(
+            f"| {name} | {fmt_ms(res['ours'])} | {fmt_ms(res['TRL'])} | {fmt_ms(res['TRL-compact'])} | "
+            f"{res['ratio']:.3f} | {res['ratio_compact']:.3f} | {' | '.join(mem)} |"
+        )
     print(f"total wall time {time.perf_counter() - start:.0f} s")
     if "tiny_vocab" in results:
         print(f"ratio_tiny_vocab: {results['tiny_vocab']['ratio']:.3f}")

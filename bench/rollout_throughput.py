@@ -173,14 +173,19 @@ def run_config(name: str, model_path: str, data_file: str, args: argparse.Namesp
     cps = {side: completions / median(pass_times[side]) for side in sides}
     for side, tally in tallies.items():
         lens = tally.lengths
-        print(f"  {side:8s} {median(pass_times[side]):7.3f} s per pass ({cps[side]:7.1f} completions/s); mean "
-              f"completion {sum(lens) / len(lens):.2f} tokens (stop token included), "
-              f"{100 * tally.stopped / len(lens):.0f}% ended by a stop token, pass rate "
-              f"{100 * tally.correct / len(lens):.1f}%; passes {', '.join(f'{t:.3f}' for t in pass_times[side])} s")
+        print(
+            f"  {side:8s} {median(pass_times[side]):7.3f} s per pass ({cps[side]:7.1f} completions/s); mean "
+            f"completion {sum(lens) / len(lens):.2f} tokens (stop token included), "
+            f"{100 * tally.stopped / len(lens):.0f}% ended by a stop token, pass rate "
+            f"{100 * tally.correct / len(lens):.1f}%; passes {', '.join(f'{t:.3f}' for t in pass_times[side])} s"
+        )
     ratio = cps["ours"] / cps["official"]
-    print(f"  ours/official completions per second: {ratio:.3f} (median of pass times over {rounds} round(s)); "
-          f"per-batch ratios: median {median(batch_ratios):.3f}, min {min(batch_ratios):.3f}, max "
-          f"{max(batch_ratios):.3f} over {len(batch_ratios)} batch pairs", flush=True)
+    print(
+        f"  ours/official completions per second: {ratio:.3f} (median of pass times over {rounds} round(s)); "
+        f"per-batch ratios: median {median(batch_ratios):.3f}, min {min(batch_ratios):.3f}, max "
+        f"{max(batch_ratios):.3f} over {len(batch_ratios)} batch pairs",
+        flush=True,
+    )
     return ratio
 
 
