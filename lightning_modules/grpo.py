@@ -52,21 +52,22 @@ class GRPOModule(SFTModule):
             optimisation).
         max_grad_norm: gradient clipping (ms-swift default 1.0).
         rewards: scorer name -> weight (`exact`, `iou`, `math`, `choice`).
-        difficulty_file: optional difficulty JSONL: rewards and zero-advantage shares are logged per tier.
         log_completions_every: log sample completions as TensorBoard text every N steps (0 = never).
         seed: base seed for the per-prompt sampling RNGs (combined with the step).
-        lr, weight_decay, adam_betas, warmup_ratio, min_lr_ratio, export_dir: as in SFTModule.
+        lr, weight_decay, adam_betas, warmup_ratio, min_lr_ratio, export_dir, vision_lr_scale: as in SFTModule.
     """
 
     def __init__(self, model_path: str, vlm: VLMOptions | None = None, num_generations: int = 8,
                  max_new_tokens: int = 128, temperature: float = 0.9, top_p: float = 1.0, top_k: int = 50,
                  beta: float = 0.04, epsilon_low: float = 0.2, epsilon_high: float = 0.2, loss_type: str = "grpo",
                  scale_rewards: bool = True, num_iterations: int = 1, grad_accum: int = 1, max_grad_norm: float = 1.0,
-                 rewards: dict[str, float] | None = None, difficulty_file: str | None = None,
+                 rewards: dict[str, float] | None = None,
                  log_completions_every: int = 10, seed: int = 42, lr: float = 1e-5, weight_decay: float = 0.1,
                  adam_betas: tuple[float, float] = (0.9, 0.95), warmup_ratio: float = 0.1,
-                 min_lr_ratio: float = 0.0, export_dir: str | None = None) -> None:  # fmt: skip
-        super().__init__(model_path, vlm, lr, weight_decay, adam_betas, warmup_ratio, min_lr_ratio, export_dir)
+                 min_lr_ratio: float = 0.0, export_dir: str | None = None,
+                 vision_lr_scale: float = 1.0) -> None:  # fmt: skip
+        super().__init__(model_path, vlm, lr, weight_decay, adam_betas, warmup_ratio, min_lr_ratio, export_dir,
+                         vision_lr_scale)
         self.save_hyperparameters(ignore=["vlm"])
         self.hparams["vlm"] = asdict(self.vlm)
         problems = []
@@ -86,10 +87,13 @@ class GRPOModule(SFTModule):
         self.ref_model = None
 
     def setup(self, stage: str) -> None:
-        if self.hparams.difficulty_file and not self.tiers:  # read at run time, so configs parse without the file
+        """Per-tier logging uses the data's difficulty file (`data.difficulty_file`), when one is set."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        path = getattr(getattr(dm, "hparams", None), "difficulty_file", None)
+        if path and not self.tiers:
             from datamodules.tiers import read_difficulty
 
-            self.tiers = {i: row.tier for i, row in read_difficulty(self.hparams.difficulty_file).items()}
+            self.tiers = {i: row.tier for i, row in read_difficulty(path).items()}
 
     def configure_model(self) -> None:
         if self.model is None:

@@ -1,7 +1,7 @@
 """GRPO rollout tensors: prompt + completion sequences and their token log-probs, vision tower run once per prompt.
 
 Why not repeat the prompt G times through the full model: the images of a prompt are encoded once and their features
-copied into the G rows (item-major), and log-probs are computed only over completion tokens, in row chunks, so the
+copied into the G rows (item-major), and log-probs are computed only at real completion tokens, in token chunks, so the
 [rows, completion, vocab] logits never exist at once (151,665 entries per token for Qwen2.5).
 """
 
@@ -52,7 +52,7 @@ def _image_embeddings(inner, batch: dict[str, Any], group: int, with_grad: bool)
 
 
 def sequence_logprobs(model, batch: dict[str, Any], seqs: dict[str, Any], temperature: float = 1.0,
-                      with_grad: bool = True, chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                      with_grad: bool = True, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Per-token log-probs and entropies of the completions, [N, C] each (logits divided by the sampling temperature).
 
     Args:
@@ -61,7 +61,7 @@ def sequence_logprobs(model, batch: dict[str, Any], seqs: dict[str, Any], temper
         seqs: `build_sequences` output.
         temperature: sampling temperature (TRL and ms-swift score completions under the same warped policy).
         with_grad: build the autograd graph (policy pass) or not (old / reference passes).
-        chunk: rows per lm_head chunk.
+        chunk: completion tokens per lm_head chunk (bounds the [tokens, vocab] logits in memory).
     """
     hf = unwrap(model)
     inner = hf.model
@@ -83,12 +83,17 @@ def sequence_logprobs(model, batch: dict[str, Any], seqs: dict[str, Any], temper
         start = seqs["prompt_len"] - 1
         targets = ids[:, seqs["prompt_len"] :]  # [N, C]
         states = hidden[:, start : start + targets.shape[1]]  # [N, C, H]
+        keep = seqs["completion_mask"].bool()  # [N, C]: lm_head only on real completion tokens, never on padding
+        flat_states, flat_targets = states[keep], targets[keep]  # [M, H], [M]
         logps, entropies = [], []
-        for r in range(0, states.shape[0], chunk):
-            logits = hf.lm_head(states[r : r + chunk]).float() / temperature  # [n, C, V]
-            lse = torch.logsumexp(logits, dim=-1)  # [n, C]
-            logps.append(logits.gather(-1, targets[r : r + chunk].unsqueeze(-1)).squeeze(-1) - lse)
+        for r in range(0, flat_states.shape[0], chunk):
+            logits = hf.lm_head(flat_states[r : r + chunk]).float() / temperature  # [m, V]
+            lse = torch.logsumexp(logits, dim=-1)  # [m]
+            logps.append(logits.gather(-1, flat_targets[r : r + chunk].unsqueeze(-1)).squeeze(-1) - lse)
             with torch.no_grad():
                 probs = torch.softmax(logits, dim=-1)
                 entropies.append(lse - (probs * logits).sum(-1))
-    return torch.cat(logps), torch.cat(entropies)
+        zeros = torch.zeros(keep.shape, dtype=torch.float32, device=keep.device)
+        logp = zeros.masked_scatter(keep, torch.cat(logps)) if logps else zeros  # [N, C], 0 on padding
+        entropy = zeros.masked_scatter(keep, torch.cat(entropies)) if entropies else zeros
+    return logp, entropy

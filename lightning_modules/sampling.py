@@ -136,9 +136,7 @@ def sample(model, batch: dict[str, torch.Tensor], cfg: SamplingConfig, stop_ids:
             if generators is None:
                 tokens = torch.multinomial(probs, 1).squeeze(1)  # [N]
             else:
-                cpu_probs = probs.cpu()
-                tokens = torch.cat([torch.multinomial(cpu_probs[i], 1, generator=generators[row // k])
-                                    for i, row in enumerate(rows.tolist())]).to(device)  # fmt: skip  # [N]
+                tokens = _sample_per_item(probs.cpu(), rows // k, generators).to(device)  # [N]
         else:
             tokens = logits.argmax(-1)  # [N]
         for row, token in zip(rows.tolist(), tokens.tolist()):
@@ -159,6 +157,15 @@ def sample(model, batch: dict[str, torch.Tensor], cfg: SamplingConfig, stop_ids:
         last_hidden = step_out.last_hidden_state[:, -1]
         next_pos = next_pos + 1
     return [results[b * k : (b + 1) * k] for b in range(bsz)]
+
+
+def _sample_per_item(probs: torch.Tensor, items: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """One multinomial call per item (its active rows together) with that item's RNG: reproducible per item."""
+    tokens = torch.empty(probs.shape[0], dtype=torch.long)
+    for item in items.unique().tolist():
+        where = (items == item).nonzero().squeeze(1)
+        tokens[where] = torch.multinomial(probs[where], 1, generator=generators[item]).squeeze(1)
+    return tokens
 
 
 def item_generator(seed: int, item_id: str) -> torch.Generator:
