@@ -4,7 +4,7 @@ Each configured benchmark (`datamodules/benchmarks/`: MMMU, MathVista, ImageNet 
 this callback generates answers in batches through the shared-prefill sampler (greedy by default), shards items
 contiguously across DDP ranks and gathers them (as the official `test_dp.py`), scores them with the benchmark's
 official scorer, logs `val/<benchmark>/acc` (accuracy in %, two decimals as the official scripts print) plus
-breakdowns, and writes one predictions JSONL per evaluation. The model's train mode is restored afterwards.
+breakdowns, and writes one predictions JSONL per evaluation. Dropout is off while generating and restored after.
 
     python train.py validate --config configs/eval/imagenet_a.yaml
 """
@@ -27,7 +27,7 @@ from datamodules.collate import Collator, encode_sample
 from datamodules.formats import IMAGE_MARKER, Sample
 from datamodules.images import MAX_PIXELS, MIN_PIXELS, load_image
 from datamodules.tiers import atomic_write_text
-from lightning_modules.sampling import SamplingConfig, banned_token_ids, sample, stop_token_ids
+from lightning_modules.sampling import SamplingConfig, banned_token_ids, inference_mode, sample, stop_token_ids
 
 
 def subset(items: list[EvalItem], limit: int | None, seed: int) -> list[EvalItem]:
@@ -155,15 +155,10 @@ class GenerativeEval(L.Callback):
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, log: bool = True) -> dict[str, float]:
         """Run every benchmark now; returns (and logs) the metrics and writes `metrics.json` beside predictions."""
         t0 = time.perf_counter()
-        was_training = pl_module.model.training
-        pl_module.model.eval()
         metrics: dict[str, float] = {}
-        try:
+        with inference_mode(pl_module.model):  # dropout off; train mode restored afterwards
             for bench in self.benchmarks:
                 metrics.update(self._evaluate_one(trainer, pl_module, bench))
-        finally:
-            if was_training:
-                pl_module.model.train()
         for key, value in metrics.items():
             if not (self.breakdowns or key.count("/") == 2):  # val/<name>/acc and val/<name>/fallback_rate always
                 continue

@@ -24,7 +24,14 @@ import torch
 from datamodules.scoring import get_scorer
 from lightning_modules.grpo_loss import LOSS_TYPES, group_advantages, grpo_loss, zero_std_groups
 from lightning_modules.rollout import build_sequences, sequence_logprobs
-from lightning_modules.sampling import SamplingConfig, banned_token_ids, item_generator, sample, stop_token_ids
+from lightning_modules.sampling import (
+    SamplingConfig,
+    banned_token_ids,
+    inference_mode,
+    item_generator,
+    sample,
+    stop_token_ids,
+)
 from lightning_modules.sft import SFTModule
 from lightning_modules.vlm import VLMOptions, build_vlm
 
@@ -66,8 +73,9 @@ class GRPOModule(SFTModule):
                  adam_betas: tuple[float, float] = (0.9, 0.95), warmup_ratio: float = 0.1,
                  min_lr_ratio: float = 0.0, export_dir: str | None = None,
                  vision_lr_scale: float = 1.0) -> None:  # fmt: skip
-        super().__init__(model_path, vlm, lr, weight_decay, adam_betas, warmup_ratio, min_lr_ratio, export_dir,
-                         vision_lr_scale)
+        super().__init__(
+            model_path, vlm, lr, weight_decay, adam_betas, warmup_ratio, min_lr_ratio, export_dir, vision_lr_scale
+        )
         self.save_hyperparameters(ignore=["vlm"])
         self.hparams["vlm"] = asdict(self.vlm)
         problems = []
@@ -110,12 +118,9 @@ class GRPOModule(SFTModule):
         inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
         step_seed = self.hparams.seed + 1_000_003 * self.global_step + self.global_rank
         generators = [item_generator(step_seed, item_id) for item_id in batch["ids"]]
-        was_training = self.model.training
-        self.model.eval()
-        completions = sample(self.model, inputs, self.cfg, stop_token_ids(self.processor, self.model),
-                             banned_token_ids(self.processor), generators)  # fmt: skip
-        if was_training:
-            self.model.train()
+        with inference_mode(self.model):
+            completions = sample(self.model, inputs, self.cfg, stop_token_ids(self.processor, self.model),
+                                 banned_token_ids(self.processor), generators)  # fmt: skip
         tok = self.processor.tokenizer
         texts = [[tok.decode(c, skip_special_tokens=True) for c in item] for item in completions]
         rewards = torch.tensor([self.reward(t, sol) for item, sol in zip(texts, batch["solutions"]) for t in item],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +51,20 @@ def _warpers(cfg: SamplingConfig) -> LogitsProcessorList:
 def _cache_kwarg(inner) -> str:
     """transformers 5.2x renamed `past_key_values` to `cache`; accept both."""
     return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+@contextmanager
+def inference_mode(model):
+    """Dropout off for sampling, without `model.eval()`: on CPU, bitsandbytes repacks 4-bit weights for inference on
+    `eval()`, and that packed format then breaks the training backward pass (QLoRA on CPU)."""
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.training]
+    for m in dropouts:
+        m.training = False
+    try:
+        yield model
+    finally:
+        for m in dropouts:
+            m.training = True
 
 
 def _cache_of(output):

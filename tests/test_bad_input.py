@@ -95,5 +95,5 @@ def test_unknown_config_key(tiny_model, capsys):
     from train import main
 
     with pytest.raises(SystemExit):
-        main(["fit", "--config", "configs/demo/cold_start.yaml", "--model.init_args.learning_rat", "1"], run=False)
+        main(["--config", "configs/demo/cold_start.yaml", "--model.init_args.learning_rat", "1"], run=False)
     assert "learning_rat" in capsys.readouterr().err
