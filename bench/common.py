@@ -226,3 +226,21 @@ def describe_vlm(model: Any, processor: Any) -> str:
     return (f"params {fmt_params(count_params(model))}, hidden {text.hidden_size}, {text.num_hidden_layers} layers, "
             f"tokenizer {len(processor.tokenizer):,} tokens (lm_head rows {text.vocab_size:,}), vision depth "
             f"{base.config.vision_config.depth}")  # fmt: skip
+
+
+def step_memory(side, steps: int) -> dict[str, float | bool]:
+    """Peak RSS increase of `steps` calls of `side.step()` over the RSS right before them, after one warm-up step
+    (which also allocates the AdamW state, the same size on every side). Call it in a fresh process."""
+    import gc
+
+    gc.collect()
+    reset_peak_rss()
+    before_first = rss_mib()
+    side.step()
+    first = peak_rss_mib() - before_first
+    gc.collect()
+    supported = reset_peak_rss()
+    before = rss_mib()
+    for _ in range(steps):
+        side.step()
+    return {"baseline_mib": before, "step_mib": peak_rss_mib() - before, "first_step_mib": first, "reset": supported}

@@ -70,12 +70,10 @@ from bench.common import (
     fmt_ms,
     fmt_params,
     median,
-    peak_rss_mib,
     quiet_libraries,
-    reset_peak_rss,
-    rss_mib,
     run_in_fresh_process,
     set_threads,
+    step_memory,
     versions,
 )
 
@@ -310,17 +308,7 @@ def memory_worker(name: str, s: Settings, steps: int) -> dict[str, float | bool]
 
     torch.manual_seed(0)
     side = build_side(name, s)
-    gc.collect()
-    reset_peak_rss()
-    before_first = rss_mib()
-    side.step()  # warm-up; the first step also allocates AdamW state (the same size on both sides)
-    first = peak_rss_mib() - before_first
-    gc.collect()
-    supported = reset_peak_rss()
-    before = rss_mib()
-    for _ in range(steps):
-        side.step()
-    return {"baseline_mib": before, "step_mib": peak_rss_mib() - before, "first_step_mib": first, "reset": supported}
+    return step_memory(side, steps)
 
 
 # ------------------------------------------------------------------------------------------------------------ main

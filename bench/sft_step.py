@@ -57,12 +57,10 @@ from bench.common import (
     fmt_ms,
     fmt_params,
     median,
-    peak_rss_mib,
-    reset_peak_rss,
-    rss_mib,
     run_in_fresh_process,
     set_threads,
     sft_step,
+    step_memory,
     versions,
 )
 
@@ -247,17 +245,7 @@ def memory_worker(name: str, paths: Paths, batch_size: int, workdir: str, steps:
     quiet()
     set_threads(1)
     side = build_side(name, paths, batch_size, workdir)
-    gc.collect()
-    reset_peak_rss()
-    before_first = rss_mib()
-    side.step()  # warm-up; the first step also allocates AdamW state (the same size on every side)
-    first = peak_rss_mib() - before_first
-    gc.collect()
-    supported = reset_peak_rss()
-    before = rss_mib()
-    for _ in range(steps):
-        side.step()
-    return {"baseline_mib": before, "step_mib": peak_rss_mib() - before, "first_step_mib": first, "reset": supported}
+    return step_memory(side, steps)
 
 
 # ------------------------------------------------------------------------------------------------------------ main
