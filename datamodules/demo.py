@@ -7,9 +7,9 @@ Built offline from the `easy-vqa` package on first use of a `demo://` path (a fe
 |---|---|---|---|
 | cold_start.json | messages + images | 400 | cold-start SFT (paper step 1) |
 | train_sft.json / train_grpo.json | messages + images / problem, solution, image | 800 | post-training (same items, same order) |
-| test_id.json | problem, solution, image | 200 | in distribution (easy-vqa test images) |
-| test_ood_sketch.json | same | 200 | OOD: the shape redrawn as a coloured outline on white (our ImageNet-R stand-in) |
-| test_ood_texture.json | same | 200 | OOD: the plain background replaced by a pastel texture (our ImageNet-A stand-in) |
+| test_id.json | problem, solution, image | 150 | in distribution (easy-vqa test images) |
+| test_ood_sketch.json | same | 150 | OOD: the shape redrawn as a coloured outline on white (our ImageNet-R stand-in) |
+| test_ood_texture.json | same | 150 | OOD: the plain background replaced by a pastel texture (our ImageNet-A stand-in) |
 
 Both renditions keep every answer valid: shape and colour are unchanged. Prompts end with the DC-SFT-style
 instruction to answer in one word; answers are easy-vqa's 13 one-word answers.
@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 INSTRUCTION = " Output the answer using one word."
-SIZES = {"cold_start": 400, "train": 800, "test": 200}
+SIZES = {"cold_start": 400, "train": 800, "test": 150}
 OPEN_SHARE = 0.7
 
 
@@ -160,14 +160,16 @@ def ensure(name: str) -> Path:
     if name not in builders:
         raise ValueError(f"unknown demo asset {name!r}; known: {sorted(builders)}")
     target = cache_root() / "demo" / name
-    if (target / ".complete").exists():
+    recipe = f"sizes={SIZES} open_share={OPEN_SHARE}" if name == "easy_vqa" else "transplant"
+    stamp = f"{name} {recipe} v1\n"  # a changed recipe rebuilds the cached asset
+    if (target / ".complete").exists() and (target / ".complete").read_text() == stamp:
         return target
     tmp = target.with_name(f"{name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"[dcsft] building demo asset {name!r} into {target} (first use only)", flush=True)
     builders[name](tmp)
-    (tmp / ".complete").write_text("ok\n")
-    if (target / ".complete").exists():  # another process finished first
+    (tmp / ".complete").write_text(stamp)
+    if (target / ".complete").exists() and (target / ".complete").read_text() == stamp:  # another process won
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         shutil.rmtree(target, ignore_errors=True)
