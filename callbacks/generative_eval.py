@@ -26,6 +26,7 @@ from datamodules.benchmarks.base import Benchmark, EvalItem
 from datamodules.collate import Collator, encode_sample
 from datamodules.formats import IMAGE_MARKER, Sample
 from datamodules.images import MAX_PIXELS, MIN_PIXELS, load_image
+from datamodules.sampler import shard
 from datamodules.tiers import atomic_write_text
 from lightning_modules.sampling import SamplingConfig, banned_token_ids, inference_mode, sample, stop_token_ids
 
@@ -36,12 +37,6 @@ def subset(items: list[EvalItem], limit: int | None, seed: int) -> list[EvalItem
         return items
     keep = sorted(random.Random(seed).sample(range(len(items)), limit))
     return [items[i] for i in keep]
-
-
-def shard(n: int, rank: int, world: int) -> range:
-    """Contiguous split; the last rank takes the remainder (official `test_dp.py`)."""
-    per = n // world
-    return range(rank * per, n if rank == world - 1 else (rank + 1) * per)
 
 
 def summarize(benchmark: Benchmark, items: list[EvalItem], results: list[dict[str, Any]]) -> dict[str, float]:

@@ -18,6 +18,7 @@ from PIL import Image
 from datamodules.formats import IMAGE_MARKER, Sample
 
 IGNORE_INDEX = -100
+MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
 IM_END = "<|im_end|>"
 IMAGE_PAD = "<|image_pad|>"
 
@@ -111,6 +112,11 @@ def encode_sample(processor, sample: Sample, images: list[Image.Image], generati
     segments = render_segments(processor, sample.messages, generation=generation)
     input_ids, labels = tokenize_segments(processor.tokenizer, segments, counts)
     return {"id": sample.id, "input_ids": input_ids, "labels": labels, "solution": sample.solution, **image_inputs}
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The tensors of a collated batch that a Qwen2.5-VL forward takes (ids, labels and solutions left out)."""
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
 
 class Collator:

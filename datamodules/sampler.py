@@ -48,3 +48,9 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return -(-self.size // self.world_size)
+
+
+def shard(n: int, rank: int, world: int) -> range:
+    """Contiguous split; the last rank takes the remainder (official `test_dp.py`)."""
+    per = n // world
+    return range(rank * per, n if rank == world - 1 else (rank + 1) * per)

@@ -25,7 +25,7 @@ from datamodules import tiers as tiers_lib
 from datamodules.collate import IGNORE_INDEX, Collator, encode_sample, render_segments, tokenize_segments
 from datamodules.formats import Sample, read_samples
 from datamodules.images import MIN_PIXELS, OFFICIAL_TRAIN_MAX_PIXELS, image_size, load_image, num_image_tokens
-from datamodules.sampler import ResumableSampler
+from datamodules.sampler import ResumableSampler, shard
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +252,6 @@ class VLMDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         todo = [s for s in self.predict_samples if s.id not in self.predict_skip_ids]
         if self.trainer is not None and self.trainer.world_size > 1:  # contiguous shard per rank, no padding
-            from callbacks.generative_eval import shard
-
             todo = [todo[i] for i in shard(len(todo), self.trainer.global_rank, self.trainer.world_size)]
         return DataLoader(self._dataset(todo, generation=True),
                           batch_size=self.hparams.eval_batch_size, collate_fn=self._collator("left"),

@@ -16,11 +16,10 @@ from typing import Any
 import lightning as L
 import torch
 
+from datamodules.collate import model_inputs
 from datamodules.scoring import get_scorer
 from lightning_modules.sampling import SamplingConfig, banned_token_ids, item_generator, sample, stop_token_ids
 from lightning_modules.vlm import VLMOptions, build_vlm
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
 
 
 class DifficultyEstimator(L.LightningModule):
@@ -60,7 +59,7 @@ class DifficultyEstimator(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         if not batch["ids"]:
             return []
-        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        inputs = model_inputs(batch)
         generators = [item_generator(self.hparams.seed, item_id) for item_id in batch["ids"]]
         with torch.no_grad():
             completions = sample(self.model, inputs, self.cfg, stop_token_ids(self.processor, self.model),

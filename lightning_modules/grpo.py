@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from datamodules.collate import model_inputs
 from datamodules.scoring import get_scorer
 from lightning_modules.grpo_loss import LOSS_TYPES, group_advantages, grpo_loss, zero_std_groups
 from lightning_modules.rollout import build_sequences, sequence_logprobs
@@ -34,8 +35,6 @@ from lightning_modules.sampling import (
 )
 from lightning_modules.sft import SFTModule
 from lightning_modules.vlm import VLMOptions, build_vlm
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
 
 
 class GRPOModule(SFTModule):
@@ -115,7 +114,7 @@ class GRPOModule(SFTModule):
 
     def rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Sample G answers per prompt and score them."""
-        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        inputs = model_inputs(batch)
         step_seed = self.hparams.seed + 1_000_003 * self.global_step + self.global_rank
         generators = [item_generator(step_seed, item_id) for item_id in batch["ids"]]
         with inference_mode(self.model):
@@ -132,9 +131,13 @@ class GRPOModule(SFTModule):
         if self.hparams.beta == 0:
             return None
         if self.ref_model is not None:
-            return sequence_logprobs(self.ref_model, batch, seqs, self.cfg.temperature, with_grad=False)[0]
+            return sequence_logprobs(
+                self.ref_model, batch, seqs, self.cfg.temperature, with_grad=False, with_entropy=False
+            )[0]
         with self.model.disable_adapter():
-            return sequence_logprobs(self.model, batch, seqs, self.cfg.temperature, with_grad=False)[0]
+            return sequence_logprobs(
+                self.model, batch, seqs, self.cfg.temperature, with_grad=False, with_entropy=False
+            )[0]
 
     # ----------------------------------------------------------------- step
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -146,7 +149,9 @@ class GRPOModule(SFTModule):
         ref = self.reference_logprobs(batch, seqs)
         old = None
         if hp.num_iterations > 1:
-            old = sequence_logprobs(self.model, batch, seqs, self.cfg.temperature, with_grad=False)[0]
+            old = sequence_logprobs(self.model, batch, seqs, self.cfg.temperature, with_grad=False, with_entropy=False)[
+                0
+            ]
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         for _ in range(hp.num_iterations):

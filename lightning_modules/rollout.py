@@ -52,7 +52,8 @@ def _image_embeddings(inner, batch: dict[str, Any], group: int, with_grad: bool)
 
 
 def sequence_logprobs(model, batch: dict[str, Any], seqs: dict[str, Any], temperature: float = 1.0,
-                      with_grad: bool = True, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                      with_grad: bool = True, chunk: int = 256,
+                      with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Per-token log-probs and entropies of the completions, [N, C] each (logits divided by the sampling temperature).
 
     Args:
@@ -62,6 +63,7 @@ def sequence_logprobs(model, batch: dict[str, Any], seqs: dict[str, Any], temper
         temperature: sampling temperature (TRL and ms-swift score completions under the same warped policy).
         with_grad: build the autograd graph (policy pass) or not (old / reference passes).
         chunk: completion tokens per lm_head chunk (bounds the [tokens, vocab] logits in memory).
+        with_entropy: also compute token entropies (a full softmax); off for reference / old passes (zeros).
     """
     hf = unwrap(model)
     inner = hf.model
@@ -90,9 +92,9 @@ def sequence_logprobs(model, batch: dict[str, Any], seqs: dict[str, Any], temper
             logits = hf.lm_head(flat_states[r : r + chunk]).float() / temperature  # [m, V]
             lse = torch.logsumexp(logits, dim=-1)  # [m]
             logps.append(logits.gather(-1, flat_targets[r : r + chunk].unsqueeze(-1)).squeeze(-1) - lse)
-            with torch.no_grad():
-                probs = torch.softmax(logits, dim=-1)
-                entropies.append(lse - (probs * logits).sum(-1))
+            if with_entropy:
+                with torch.no_grad():
+                    entropies.append(lse - (torch.softmax(logits, dim=-1) * logits).sum(-1))
         zeros = torch.zeros(keep.shape, dtype=torch.float32, device=keep.device)
         logp = zeros.masked_scatter(keep, torch.cat(logps)) if logps else zeros  # [N, C], 0 on padding
         entropy = zeros.masked_scatter(keep, torch.cat(entropies)) if entropies else zeros

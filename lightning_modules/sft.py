@@ -19,16 +19,14 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import grad_norm
 
-from datamodules.collate import IGNORE_INDEX
+from datamodules.collate import IGNORE_INDEX, model_inputs
 from lightning_modules.vlm import VLMOptions, build_vlm, unwrap
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
 
 
 def supervised_loss(model, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
     """Mean next-token cross-entropy over supervised positions; lm_head runs only there. Returns (loss, n tokens)."""
     hf = unwrap(model)
-    inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+    inputs = model_inputs(batch)
     hidden = hf.model(**inputs, use_cache=False).last_hidden_state  # [B, T, H]
     targets = batch["labels"][:, 1:]  # [B, T-1]
     positions = targets != IGNORE_INDEX  # [B, T-1]
