@@ -8,6 +8,7 @@ just before the measured steps, minus VmRSS at that moment. Each side runs in it
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib.metadata
 import multiprocessing
 import os
@@ -15,7 +16,8 @@ import platform
 import re
 import statistics
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +246,31 @@ def step_memory(side, steps: int) -> dict[str, float | bool]:
     for _ in range(steps):
         side.step()
     return {"baseline_mib": before, "step_mib": peak_rss_mib() - before, "first_step_mib": first, "reset": supported}
+
+
+@dataclass
+class Side:
+    """One side of a comparison: a step (returns the loss), what it computes, and optional statistics of its steps."""
+
+    name: str
+    step: Callable[[], float]
+    info: dict[str, Any] = field(default_factory=dict)
+    stats: Callable[[], dict[str, float]] = dict
+
+
+@contextlib.contextmanager
+def trl_compact_lm_head() -> Iterator[None]:
+    """Make TRL's fused LM head score only supervised / completion positions, as it does where Triton runs (CUDA).
+
+    On CPU, TRL 1.16 projects every position through lm_head (`compact = _use_triton(device)` in
+    `trl.trainer.utils`); this switches only that decision (the CPU torch tiles still compute). Not stock TRL on CPU:
+    an extra row that estimates how TRL's step behaves where its Triton path is on. Generation is unaffected.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    trl_utils._use_triton = lambda device: True
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original

@@ -58,12 +58,13 @@ import gc
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     MALLOC_ENV,
+    Side,
     build_trained_tiny_vlm,
     count_params,
     describe_vlm,
@@ -74,6 +75,7 @@ from bench.common import (
     run_in_fresh_process,
     set_threads,
     step_memory,
+    trl_compact_lm_head,
     versions,
 )
 
@@ -96,16 +98,6 @@ class Settings:
     temperature: float = 0.9
     top_p: float = 1.0
     top_k: int = 50
-
-
-@dataclass
-class Side:
-    """One side: a step on the next batch (returns the loss), and what its steps produced."""
-
-    name: str
-    step: Callable[[], float]
-    info: dict[str, Any] = field(default_factory=dict)
-    stats: Callable[[], dict[str, float]] = dict
 
 
 class StubTrainer:
@@ -272,25 +264,6 @@ def build_trl(s: Settings) -> list[Side]:
         return Side(name, step, info, stats)
 
     return [make_side("TRL", False), make_side("TRL-compact", True)]
-
-
-@contextlib.contextmanager
-def trl_compact_lm_head() -> Iterator[None]:
-    """Make TRL's fused LM head score only completion positions, as it does where Triton runs (CUDA / XPU).
-
-    On CPU, TRL 1.16 projects every position of every sequence through lm_head in its log-prob passes
-    (`compact = _use_triton(device)` in `trl.trainer.utils`); this switches only that decision (the CPU torch tiles
-    still compute). Not stock TRL on CPU: an extra row that estimates how TRL's step behaves where its Triton path is
-    on. Generation (`model.generate`) is unaffected.
-    """
-    import trl.trainer.utils as trl_utils
-
-    original = trl_utils._use_triton
-    trl_utils._use_triton = lambda device: True
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
 
 
 def build_side(name: str, s: Settings) -> Side:

@@ -37,30 +37,28 @@ vocabulary with 64 image tokens per image.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
-import logging
-import os
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     MALLOC_ENV,
+    Side,
     build_sft_step,
     count_params,
     fmt_ms,
     fmt_params,
     median,
+    quiet_libraries,
     run_in_fresh_process,
     set_threads,
     sft_step,
     step_memory,
+    trl_compact_lm_head,
     versions,
 )
 
@@ -81,26 +79,6 @@ class Config:
 class Paths:
     model: str
     data: str
-
-
-@dataclass
-class Side:
-    """One side of the comparison: a ready-to-run step on a fixed batch, and what it computes."""
-
-    name: str
-    step: Callable[[], float]
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def quiet() -> None:
-    """Silence warnings and library chatter (they would drown the figures)."""
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.disable(logging.WARNING)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def batch_info(batch: dict[str, Any], image_token_id: int) -> dict[str, Any]:
@@ -159,24 +137,6 @@ def trl_records(data_file: str) -> list[dict[str, Any]]:
             "images": [load_image(folder / p) for p in row["images"]],
         })  # fmt: skip
     return records
-
-
-@contextlib.contextmanager
-def trl_compact_lm_head() -> Iterator[None]:
-    """Make TRL's fused LM head score only supervised positions, as it does where Triton runs (CUDA / XPU).
-
-    On CPU, TRL 1.16 projects every position through lm_head (`compact = _use_triton(device)` in
-    `trl.trainer.utils`); this switches only that decision, the CPU torch tiles still compute. Not stock TRL on CPU:
-    an extra row that estimates how TRL's step behaves where its Triton path is on.
-    """
-    import trl.trainer.utils as trl_utils
-
-    original = trl_utils._use_triton
-    trl_utils._use_triton = lambda device: True
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
 
 
 def build_trl(paths: Paths, batch_size: int, workdir: str) -> list[Side]:
@@ -242,7 +202,7 @@ def build_side(name: str, paths: Paths, batch_size: int, workdir: str) -> Side:
 # ---------------------------------------------------------------------------------------------------------- memory
 def memory_worker(name: str, paths: Paths, batch_size: int, workdir: str, steps: int) -> dict[str, float | bool]:
     """In a fresh process: peak RSS increase of `steps` steps over the RSS right before them (after a warm-up)."""
-    quiet()
+    quiet_libraries()
     set_threads(1)
     side = build_side(name, paths, batch_size, workdir)
     return step_memory(side, steps)
@@ -306,7 +266,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     args = parser.parse_args()
 
-    quiet()
+    quiet_libraries()
     set_threads(1)
     import torch
 
