@@ -168,7 +168,7 @@ def build_trained_tiny_vlm(folder: str | Path, data_file: str | Path, tokenizer:
     import torch
 
     from datamodules.vlm_data import VLMDataModule
-    from lightning_modules.tiny import build_tiny_vlm
+    from assets.tiny import build_tiny_vlm
     from lightning_modules.vlm import VLMOptions
 
     build_tiny_vlm(folder, tokenizer=tokenizer, hidden=hidden)

@@ -48,8 +48,8 @@ from bench.common import (
 def load_items(args: argparse.Namespace, workdir: Path) -> tuple[str, list[Any]]:
     """(model folder, EvalItems) for the chosen configuration."""
     from datamodules.benchmarks.imagenet import DCSFTJson
-    from datamodules.demo import resolve
-    from tests.conftest import write_color_data
+    from assets import resolve
+    from assets.test_data import write_color_data
 
     if args.demo:
         items = DCSFTJson("demo://easy_vqa/test_id.json", "easy_vqa_test").load()[: args.items or 16]

@@ -102,8 +102,8 @@ def meta_model(name: str):
 
 def build_processor():
     """The image-only Qwen2.5-VL processor with the real Qwen2.5 tokenizer (151,665 tokens)."""
-    from lightning_modules.processor import QWEN2_5_VL_CHAT_TEMPLATE, Qwen2_5_VLImageOnlyProcessor
-    from lightning_modules.tiny import build_qwen_tokenizer, image_processor
+    from datamodules.processor import QWEN2_5_VL_CHAT_TEMPLATE, Qwen2_5_VLImageOnlyProcessor
+    from assets.tiny import build_qwen_tokenizer, image_processor
 
     tok = build_qwen_tokenizer()
     return Qwen2_5_VLImageOnlyProcessor(image_processor=image_processor(), tokenizer=tok,

@@ -214,7 +214,7 @@ def build_trl(s: Settings) -> list[Side]:
     from transformers import AutoModelForImageTextToText
     from trl import GRPOConfig, GRPOTrainer
 
-    from lightning_modules.processor import load_processor
+    from datamodules.processor import load_processor
     from lightning_modules.vlm import LANGUAGE_LINEARS
 
     processor = load_processor(s.model)  # the image-only processor, registered with AutoProcessor
@@ -291,7 +291,7 @@ SIDES = ("ours", "TRL", "TRL-compact")
 
 def prepare(workdir: Path, tokenizer: str, args: argparse.Namespace) -> tuple[str, str]:
     """The colour-tuned tiny model for this tokenizer and the GRPO prompts (problem/solution/image)."""
-    from tests.conftest import write_color_data
+    from assets.test_data import write_color_data
 
     train = write_color_data(workdir / "sft_data", n=16, fmt="messages", size=args.image_size)
     model = build_trained_tiny_vlm(workdir / f"model_{tokenizer}", train, tokenizer=tokenizer, hidden=args.hidden)

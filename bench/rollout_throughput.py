@@ -210,8 +210,8 @@ def main() -> None:
     set_threads(args.threads)
     import torch
 
-    from datamodules.demo import resolve
-    from tests.conftest import write_color_data
+    from assets import resolve
+    from assets.test_data import write_color_data
 
     start = time.perf_counter()
     print(f"Rollout throughput, ours (DifficultyEstimator.predict_step: shared prefill, per-item generators) vs k "

@@ -150,7 +150,7 @@ def build_trl(paths: Paths, batch_size: int, workdir: str) -> list[Side]:
     from transformers import AutoModelForImageTextToText
     from trl import SFTConfig, SFTTrainer
 
-    from lightning_modules.processor import load_processor
+    from datamodules.processor import load_processor
     from lightning_modules.vlm import LANGUAGE_LINEARS, LoraOptions
 
     processor = load_processor(paths.model)  # the image-only processor, registered with AutoProcessor
@@ -211,8 +211,8 @@ def memory_worker(name: str, paths: Paths, batch_size: int, workdir: str, steps:
 # ------------------------------------------------------------------------------------------------------------ main
 def prepare(workdir: Path, cfg: Config, batch_size: int, hidden: int) -> Paths:
     """The tiny model folder for the tokenizer (built once) and `batch_size` examples with this image size."""
-    from lightning_modules.tiny import build_tiny_vlm
-    from tests.conftest import write_color_data
+    from assets.tiny import build_tiny_vlm
+    from assets.test_data import write_color_data
 
     model_dir = workdir / f"model_{cfg.tokenizer}"
     if not (model_dir / "config.json").exists():

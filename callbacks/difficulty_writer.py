@@ -18,25 +18,12 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from datamodules.tier_report import format_tier_report, save_tier_report, tier_report
-from datamodules.tiers import DifficultyRow, read_difficulty, write_difficulty
-
-
-def _read_rows(path: Path) -> dict[str, dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a kill: that item is simply redone
-            continue
-        rows[row["id"]] = row
-    return rows
+from datamodules.difficulty_file import DifficultyRow, done_rows, shard_dir, write_difficulty
+from datamodules.tier_report import format_tier_report, log_tier_report, save_tier_report, tier_report
 
 
 class DifficultyWriter(BasePredictionWriter):
-    """Writes difficulty rows (see `datamodules/tiers.py` for the file format).
+    """Writes difficulty rows (file format: `datamodules/difficulty_file.py`).
 
     Args:
         output: the difficulty JSONL to produce.
@@ -47,29 +34,28 @@ class DifficultyWriter(BasePredictionWriter):
     def __init__(self, output: str, report: bool = True, progress_every: int = 10) -> None:
         super().__init__(write_interval="batch")
         self.output = Path(output)
-        self.shards = Path(f"{output}.shards")
+        self.shards = shard_dir(output)
         self.report = report
         self.progress_every = progress_every
         self._done = 0
         self._total = 0
         self._t0 = 0.0
 
-    def done_rows(self) -> dict[str, dict[str, Any]]:
-        """Rows already computed by an earlier (possibly killed) run."""
-        rows: dict[str, dict[str, Any]] = {}
-        if self.output.exists():
-            rows.update({r.id: r.to_json() for r in read_difficulty(self.output).values()})
-        for shard in sorted(self.shards.glob("rank*.jsonl")) if self.shards.exists() else []:
-            rows.update(_read_rows(shard))
-        return rows
-
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Count what is left; the datamodule skips finished rows itself (`data.predict_done_file`, linked to
+        `output` by train.py)."""
         if stage != "predict":
             return
-        done = self.done_rows()
         dm = trainer.datamodule
-        dm.predict_skip_ids = set(done)
-        self._total = len(dm.predict_samples) - len(done.keys() & {s.id for s in dm.predict_samples})
+        linked = dm.hparams.get("predict_done_file")
+        if linked is not None and Path(linked).resolve() != self.output.resolve():
+            raise ValueError(f"data.predict_done_file {linked} is not this writer's output {self.output}; "
+                             "leave it unset in configs (train.py links it)")  # fmt: skip
+        ids = set(dm.predict_ids)
+        done = done_rows(self.output).keys() & ids
+        if done and linked is None:
+            rank_zero_info("[difficulty] data.predict_done_file is unset: finished items are recomputed")
+        self._total = len(ids) - len(done)
         if done:
             rank_zero_info(f"[difficulty] resuming: {len(done)} items already done, {self._total} to go")
 
@@ -97,9 +83,8 @@ class DifficultyWriter(BasePredictionWriter):
         trainer.strategy.barrier()
 
     def merge(self, trainer) -> None:
-        dm = trainer.datamodule
-        rows = self.done_rows()
-        order = [s.id for s in dm.predict_samples_all]
+        rows = done_rows(self.output)
+        order = trainer.datamodule.predict_ids
         missing = [i for i in order if i not in rows]
         if missing:
             raise RuntimeError(f"difficulty estimation incomplete: {len(missing)} items missing (e.g. {missing[:3]}); "
@@ -121,21 +106,6 @@ class DifficultyWriter(BasePredictionWriter):
         report = tier_report(difficulty)
         print(format_tier_report(report), flush=True)
         save_tier_report(report, self.output.with_name(self.output.stem + "_report.json"))
-        log_tier_report(trainer, report, difficulty)
+        writer = getattr(trainer.logger, "experiment", None) if trainer.logger else None
+        log_tier_report(writer, report, difficulty, trainer.global_step)
         return report
-
-
-def log_tier_report(trainer, report: dict[str, Any], difficulty: dict[str, DifficultyRow], prefix: str = "") -> None:
-    """Pass-rate histogram and the report table to TensorBoard (when the logger is TensorBoard)."""
-    import numpy as np
-
-    writer = getattr(getattr(trainer, "logger", None), "experiment", None)
-    if writer is None or not hasattr(writer, "add_histogram"):
-        return
-    rates = np.array([row.pass_rate for row in difficulty.values()])
-    writer.add_histogram(f"{prefix}difficulty/pass_rate", rates, global_step=trainer.global_step)
-    writer.add_text(f"{prefix}difficulty/tier_report", "```\n" + format_tier_report(report, use_rich=False) + "\n```",
-                    global_step=trainer.global_step)  # fmt: skip
-    for tier, info in report["tiers"].items():
-        writer.add_scalar(f"{prefix}difficulty/share/{tier}", info["share"], global_step=trainer.global_step)
-    writer.flush()

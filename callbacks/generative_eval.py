@@ -23,11 +23,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.benchmarks.base import Benchmark, EvalItem
-from datamodules.collate import Collator, encode_sample
+from datamodules.collate import Encoder
+from datamodules.files import atomic_write_text
 from datamodules.formats import IMAGE_MARKER, Sample
-from datamodules.images import MAX_PIXELS, MIN_PIXELS, load_image
 from datamodules.sampler import shard
-from datamodules.tiers import atomic_write_text
 from lightning_modules.sampling import SamplingConfig, banned_token_ids, inference_mode, sample, stop_token_ids
 
 
@@ -59,7 +58,7 @@ class GenerativeEval(L.Callback):
     """Evaluate benchmarks by generation; logs `val/<name>/acc` and writes predictions JSONL.
 
     Args:
-        benchmarks: benchmark objects (class_path/init_args in YAML).
+        benchmarks: benchmark objects (class_path/init_args in YAML); none = the callback does nothing.
         every_n_epochs: evaluate at the end of every N-th training epoch (0 = never).
         every_n_steps: also evaluate every N optimizer steps (0 = never).
         at_fit_start: evaluate once before training (the starting point of the curve).
@@ -68,17 +67,18 @@ class GenerativeEval(L.Callback):
         subset_seed: seed for `limit` and the MMMU random-letter fallback.
         batch_size: prompts per generation batch.
         max_new_tokens: generation budget (official: 128).
-        min_pixels: image resize lower bound.
-        max_pixels: image resize upper bound (the official eval leaves qwen-vl-utils' default, 12,845,056).
+        min_pixels: image resize lower bound; None = the bound saved with the model's processor.
+        max_pixels: image resize upper bound; None = the model's (the official eval leaves qwen-vl-utils' default,
+            12,845,056, which the Qwen2.5-VL checkpoints also ship).
         output_dir: where predictions go; default `<log_dir>/predictions`.
         breakdowns: log per-group accuracies (subject, class, ...) besides the overall accuracy.
     """
 
-    def __init__(self, benchmarks: list[Benchmark], every_n_epochs: int = 1, every_n_steps: int = 0,
+    def __init__(self, benchmarks: list[Benchmark] | None = None, every_n_epochs: int = 1, every_n_steps: int = 0,
                  at_fit_start: bool = False, at_fit_end: bool = False, limit: int | None = None, subset_seed: int = 42, batch_size: int = 16,
-                 max_new_tokens: int = 128, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
+                 max_new_tokens: int = 128, min_pixels: int | None = None, max_pixels: int | None = None,
                  output_dir: str | None = None, breakdowns: bool = True) -> None:  # fmt: skip
-        self.benchmarks = benchmarks
+        self.benchmarks = list(benchmarks or [])
         self.every_n_epochs = every_n_epochs
         self.every_n_steps = every_n_steps
         self.at_fit_start = at_fit_start
@@ -129,22 +129,21 @@ class GenerativeEval(L.Callback):
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def generate(self, pl_module, items: list[EvalItem]) -> list[str]:
-        """Greedy answers for `items`, in order."""
+        """Greedy answers for `items`, in order (encoded by the same `Encoder` as training data)."""
         processor, model = pl_module.processor, pl_module.model
-        tok = processor.tokenizer
-        collate = Collator(tok.pad_token_id, tok.convert_tokens_to_ids("<|image_pad|>"), "left")
+        encoder = Encoder(processor, self.min_pixels, self.max_pixels)
         cfg = SamplingConfig(k=1, max_new_tokens=self.max_new_tokens, do_sample=False)
         stops, banned = stop_token_ids(processor, model), banned_token_ids(processor)
         answers: list[str] = []
         for start in range(0, len(items), self.batch_size):
-            encoded = []
-            for item in items[start : start + self.batch_size]:
-                images = [load_image(im, self.min_pixels, self.max_pixels) for im in item.images]
-                messages = [{"role": "user", "content": IMAGE_MARKER * len(images) + item.prompt}]
-                encoded.append(encode_sample(processor, Sample(item.id, messages, []), images, generation=True))
-            batch = {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in collate(encoded).items()}
+            chunk = items[start : start + self.batch_size]
+            sources = [item.image_sources() for item in chunk]
+            samples = [Sample(item.id, [{"role": "user", "content": IMAGE_MARKER * len(src) + item.prompt}], [])
+                       for item, src in zip(chunk, sources)]  # fmt: skip
+            batch = encoder.prompts(samples, images=sources)
+            batch = {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             for completions in sample(model, batch, cfg, stops, banned):
-                answers.append(tok.decode(completions[0], skip_special_tokens=True))
+                answers.append(processor.tokenizer.decode(completions[0], skip_special_tokens=True))
         return answers
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, log: bool = True) -> dict[str, float]:

@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 
 from datamodules.formats import IMAGE_MARKER, Sample
+from datamodules.images import ImageSource, image_size, load_image, num_image_tokens
+from datamodules.processor import pixel_bounds, with_pixel_bounds
 
 IGNORE_INDEX = -100
 MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
@@ -128,7 +130,8 @@ class Collator:
         self.padding_side = padding_side
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        width = max(len(item["input_ids"]) for item in items)
+        """Pad `items` into one batch; an empty list gives an empty batch (`ids == []`), which steps skip."""
+        width = max((len(item["input_ids"]) for item in items), default=0)
         ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(items), width), dtype=torch.long)
@@ -146,8 +149,50 @@ class Collator:
             "ids": [item["id"] for item in items],
             "solutions": [item.get("solution") for item in items],
         }
+        if any("tier" in item for item in items):  # set when the data carries a difficulty file
+            batch["tiers"] = [item.get("tier") for item in items]
         with_images = [item for item in items if "pixel_values" in item]
         if with_images:
             batch["pixel_values"] = torch.cat([item["pixel_values"] for item in with_images])
             batch["image_grid_thw"] = torch.cat([item["image_grid_thw"] for item in with_images])
         return batch
+
+
+class Encoder:
+    """The one prompt-encoding path, shared by training, evaluation and sampling.
+
+    Images are loaded and smart-resized with the processor's pixel bounds (saved with the checkpoint; `min_pixels` /
+    `max_pixels` override them), the chat template is rendered, ids and assistant-only labels built, and batches are
+    padded right (training) or left (generation).
+    """
+
+    def __init__(self, processor, min_pixels: int | None = None, max_pixels: int | None = None) -> None:
+        self.processor = with_pixel_bounds(processor, min_pixels, max_pixels)
+        self.min_pixels, self.max_pixels = pixel_bounds(self.processor)
+        tok = self.processor.tokenizer
+        self.pad_token_id = tok.pad_token_id
+        self.image_token_id = tok.convert_tokens_to_ids(IMAGE_PAD)
+
+    def encode(self, sample: Sample, generation: bool = False, images: list[ImageSource] | None = None) -> dict:
+        """One sample -> ids, labels and image tensors. `images` (paths, bytes or PIL images) default to the
+        sample's own image paths."""
+        where = f"{sample.source}: " if sample.source else ""
+        sources = sample.images if images is None else images
+        loaded = [load_image(src, self.min_pixels, self.max_pixels, where=where) for src in sources]
+        return encode_sample(self.processor, sample, loaded, generation=generation)
+
+    def collate(self, items: list[dict[str, Any]], padding_side: str) -> dict[str, Any]:
+        return Collator(self.pad_token_id, self.image_token_id, padding_side)(items)
+
+    def prompts(self, samples: list[Sample], images: list[list[ImageSource]] | None = None) -> dict[str, Any]:
+        """Left-padded generation prompts for `samples` (answers left out), ready for the sampler."""
+        items = [self.encode(s, True, None if images is None else images[i]) for i, s in enumerate(samples)]
+        return self.collate(items, "left")
+
+    def measure(self, sample: Sample, generation: bool = False) -> tuple[int, int]:
+        """(total tokens, image tokens) of a sample from image headers only (no decoding)."""
+        where = f"{sample.source}: " if sample.source else ""
+        counts = [num_image_tokens(*image_size(p, where), self.min_pixels, self.max_pixels) for p in sample.images]
+        segments = render_segments(self.processor, sample.messages, generation)
+        ids, _ = tokenize_segments(self.processor.tokenizer, segments, counts)
+        return len(ids), sum(counts)

@@ -127,9 +127,7 @@ def record_to_sample(record: dict[str, Any], index: int, path: Path, image_root:
 
 def read_samples(path: str | Path, image_root: dict[str, str] | None = None) -> list[Sample]:
     """All samples of an official data file; refuses empty files and duplicate ids."""
-    from datamodules.demo import resolve
-
-    path = Path(resolve(str(path)))
+    path = Path(path)
     samples = [record_to_sample(r, i, path, image_root) for i, r in enumerate(read_records(path))]
     if not samples:
         raise ValueError(f"{path}: the dataset is empty")

@@ -7,10 +7,13 @@ ceil; then a bicubic PIL resize. The HF image processor's own resize is then a n
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 from PIL import Image
+
+ImageSource = str | Path | bytes | Image.Image  # a path, encoded bytes (parquet cells) or a decoded image
 
 IMAGE_FACTOR = 28  # patch 14 x spatial merge 2
 MIN_PIXELS = 4 * 28 * 28
@@ -72,17 +75,23 @@ def image_size(path: str | Path, where: str = "") -> tuple[int, int]:
     return height, width
 
 
-def load_image(
-    source: str | Path | Image.Image, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS, where: str = ""
-) -> Image.Image:
-    """Open (if a path), convert to RGB and smart-resize an image."""
+def open_rgb(source: ImageSource, where: str = "") -> Image.Image:
+    """Decode a path / encoded bytes / PIL image into a fully loaded RGB image (transparency composited onto white,
+    as qwen-vl-utils does); files are closed before returning, errors name the file."""
     if isinstance(source, Image.Image):
-        image = source
-    else:
-        image_size(source, where)  # clear errors first
-        with Image.open(source) as im:
-            image = im.copy()
-    image = to_rgb(image)
+        return to_rgb(source)
+    if not isinstance(source, bytes):
+        image_size(source, where)  # clear errors for missing / unreadable files first
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        image.load()
+        return to_rgb(image)
+
+
+def load_image(
+    source: ImageSource, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS, where: str = ""
+) -> Image.Image:
+    """Open (path or bytes), convert to RGB and smart-resize an image."""
+    image = open_rgb(source, where)
     h, w = smart_resize(image.height, image.width, min_pixels=min_pixels, max_pixels=max_pixels)
     if (h, w) != (image.height, image.width):
         image = image.resize((w, h), resample=Image.BICUBIC)

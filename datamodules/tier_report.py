@@ -17,7 +17,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from datamodules.tiers import TIERS, DifficultyRow, atomic_write_text
+from datamodules.difficulty_file import DifficultyRow
+from datamodules.files import atomic_write_text
+from datamodules.tiers import TIERS
 
 
 def tier_report(
@@ -138,3 +140,16 @@ def format_tier_report(report: dict, use_rich: bool | None = None) -> str:
 def save_tier_report(report: dict, path: str | os.PathLike) -> None:
     """Write the report as JSON atomically."""
     atomic_write_text(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+
+def log_tier_report(writer, report: dict, difficulty: Mapping[str, DifficultyRow], step: int, prefix: str = "") -> None:
+    """Pass-rate histogram, tier shares and the report table to a TensorBoard `SummaryWriter` (None: nothing)."""
+    if writer is None or not hasattr(writer, "add_histogram"):
+        return
+    rates = np.array([row.pass_rate for row in difficulty.values()])
+    writer.add_histogram(f"{prefix}difficulty/pass_rate", rates, global_step=step)
+    table = format_tier_report(report, use_rich=False)
+    writer.add_text(f"{prefix}difficulty/tier_report", "```\n" + table + "\n```", global_step=step)
+    for tier, info in report["tiers"].items():
+        writer.add_scalar(f"{prefix}difficulty/share/{tier}", info["share"], global_step=step)
+    writer.flush()

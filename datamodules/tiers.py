@@ -1,14 +1,9 @@
-"""Difficulty tiers for DC-SFT: difficulty-file I/O, tier assignment, selections and ms-swift export.
+"""Difficulty tiers and selections for DC-SFT (paper §2 steps 3-4), plus the ms-swift export helpers.
 
-DC-SFT (paper §2 steps 2-4) samples k = 8 answers per training prompt from the cold-started model, tiers each
-prompt by its number of correct answers (easy k/k, medium 1..k-1, hard 0/k) and then runs plain SFT on a
-subset: SFT-M (medium) or SFT-EM (easy + medium). Fig. 5 mixes a small share of hard items back into SFT-EM.
-Everything here is pure and seeded (no model code), so a selection is reproducible from the difficulty file
-alone. The difficulty file is JSONL, one row per training item::
-
-    {"id": str, "correct": int, "k": int, "pass_rate": float, "answers": [str, ...], "solution": str}
-
-(`answers` and `solution` optional). The tier report lives in `datamodules/tier_report.py`.
+DC-SFT samples k = 8 answers per training prompt from the cold-started model, tiers each prompt by its number of
+correct answers (easy k/k, medium 1..k-1, hard 0/k) and then runs plain SFT on a subset: SFT-M (medium) or SFT-EM
+(easy + medium). Fig. 5 mixes a small share of hard items back into SFT-EM. Everything here is pure and seeded (no
+model code), so a selection is reproducible from the difficulty file (`datamodules/difficulty_file.py`) alone.
 Tests: `python -m pytest tests/test_tiers.py -q`.
 """
 
@@ -17,11 +12,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+from datamodules.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from datamodules.difficulty_file import DifficultyRow
 
 TIERS = ("easy", "medium", "hard")
 PRESETS: dict[str, list[str] | None] = {
@@ -31,35 +30,6 @@ PRESETS: dict[str, list[str] | None] = {
     "sft_e": ["easy"],
     "sft_h": ["hard"],
 }
-REQUIRED_KEYS = ("id", "correct", "k", "pass_rate")
-RERUN_HINT = (
-    "Re-run difficulty estimation on this training file: "
-    "python train.py predict --config configs/<experiment>/difficulty.yaml"
-)
-
-
-@dataclass(frozen=True)
-class DifficultyRow:
-    """Rollout outcome of one training item: `correct` of `k` sampled answers were right."""
-
-    id: str
-    correct: int
-    k: int
-    pass_rate: float
-    answers: tuple[str, ...] | None = None
-    solution: str | None = None
-
-    @property
-    def tier(self) -> str:
-        return assign_tier(self.correct, self.k)
-
-    def to_json(self) -> dict:
-        row: dict = {"id": self.id, "correct": self.correct, "k": self.k, "pass_rate": self.pass_rate}
-        if self.answers is not None:
-            row["answers"] = list(self.answers)
-        if self.solution is not None:
-            row["solution"] = self.solution
-        return row
 
 
 def assign_tier(correct: int, k: int) -> str:
@@ -69,77 +39,6 @@ def assign_tier(correct: int, k: int) -> str:
     if correct == k:
         return "easy"
     return "hard" if correct == 0 else "medium"
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a temp file in the same folder + os.replace, so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _parse_row(obj: object, where: str) -> DifficultyRow:
-    """Validate one decoded JSONL row; `where` is "file:line" for the error message."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    missing = [key for key in REQUIRED_KEYS if key not in obj]
-    if missing:
-        raise ValueError(f"{where}: missing key(s) {missing} (required: {list(REQUIRED_KEYS)})")
-    rid, correct, k = obj["id"], obj["correct"], obj["k"]
-    if not isinstance(rid, str):
-        raise ValueError(f"{where}: 'id' must be a string, got {rid!r}")
-    for name, value in (("correct", correct), ("k", k)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"{where}: {name!r} must be an integer, got {value!r}")
-    if k < 1 or not 0 <= correct <= k:
-        raise ValueError(f"{where}: 'correct' must be in 0..k with k >= 1, got correct={correct}, k={k}")
-    answers = obj.get("answers")
-    if answers is not None and not (isinstance(answers, list) and all(isinstance(a, str) for a in answers)):
-        raise ValueError(f"{where}: 'answers' must be a list of strings")
-    solution = obj.get("solution")
-    if solution is not None and not isinstance(solution, str):
-        raise ValueError(f"{where}: 'solution' must be a string, got {solution!r}")
-    # Tiers use `correct`, intervals use `pass_rate`: refuse a file where the two disagree.
-    if not isinstance(obj["pass_rate"], int | float) or abs(obj["pass_rate"] - correct / k) > 1e-6:
-        raise ValueError(f"{where}: 'pass_rate' {obj['pass_rate']!r} != correct / k = {correct / k}")
-    return DifficultyRow(rid, correct, k, correct / k, tuple(answers) if answers is not None else None, solution)
-
-
-def read_difficulty(path: str | os.PathLike) -> dict[str, DifficultyRow]:
-    """Read a difficulty JSONL file into {id: row}; errors name the file and the 1-based line. Blank lines skip."""
-    rows: dict[str, DifficultyRow] = {}
-    first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
-            row = _parse_row(obj, where)
-            if row.id in rows:
-                raise ValueError(f"{where}: duplicate id {row.id!r} (first seen on line {first_line[row.id]})")
-            rows[row.id] = row
-            first_line[row.id] = lineno
-    return rows
-
-
-def write_difficulty(path: str | os.PathLike, rows: Iterable[DifficultyRow] | Mapping[str, DifficultyRow]) -> None:
-    """Write rows as JSONL atomically (a crashed estimator never leaves a truncated file)."""
-    values = rows.values() if isinstance(rows, Mapping) else rows
-    text = "".join(json.dumps(row.to_json(), ensure_ascii=False) + "\n" for row in values)
-    atomic_write_text(path, text)
 
 
 def tier_counts(difficulty: Mapping[str, DifficultyRow], ids: Iterable[str] | None = None) -> dict[str, int]:
@@ -152,35 +51,6 @@ def tier_counts(difficulty: Mapping[str, DifficultyRow], ids: Iterable[str] | No
 
 def _preview(ids: list[str], n: int = 5) -> str:
     return ", ".join(repr(i) for i in ids[:n]) + (", ..." if len(ids) > n else "")
-
-
-def check_matches(
-    train_ids: list[str],
-    difficulty: Mapping[str, DifficultyRow],
-    train_file: str,
-    difficulty_file: str,
-    k: int | None = None,
-) -> None:
-    """Refuse a difficulty file computed for another training file or another k, listing every problem at once."""
-    known = set(difficulty)
-    train_set = set(train_ids)
-    problems = []
-    missing = [i for i in train_ids if i not in known]
-    if missing:
-        problems.append(f"{len(missing)} training id(s) missing from the difficulty file (first: {_preview(missing)})")
-    extra = [i for i in difficulty if i not in train_set]
-    if extra:
-        problems.append(f"{len(extra)} id(s) in the difficulty file are not in the training file ({_preview(extra)})")
-    ks = sorted({row.k for row in difficulty.values()})
-    if len(ks) > 1:
-        problems.append(f"mixed k values {ks} in the difficulty file")
-    if k is not None and any(v != k for v in ks):
-        problems.append(f"k = {ks} in the difficulty file but the config expects k = {k}")
-    if problems:
-        lines = "\n".join(f"  - {p}" for p in problems)
-        raise ValueError(
-            f"Difficulty file {difficulty_file} does not match training file {train_file}:\n{lines}\n{RERUN_HINT}"
-        )
 
 
 def preset_tiers(name: str) -> list[str] | None:
@@ -252,6 +122,65 @@ def select(
             f"selection {what} is empty; tier counts of the {len(ids)} items: {tier_counts(difficulty, ids)}"
         )
     return out
+
+
+@dataclass
+class Selection:
+    """Which training items to keep, given a difficulty file (paper §2 step 4; Fig. 5 for `hard_share`)."""
+
+    preset: str | None = None
+    """`sft` (all items), `sft_m` (medium tier: SFT-M), `sft_em` (easy + medium: SFT-EM), `sft_e` or `sft_h`."""
+    tiers: list[str] | None = None
+    """Explicit tiers instead of a preset, e.g. `[easy, medium]`."""
+    pass_rate_range: tuple[float, float] | None = None
+    """Closed pass-rate interval `[lo, hi]` instead of tiers, e.g. `[0.125, 0.875]`."""
+    hard_share: float = 0.0
+    """Share of the final selection drawn from the hard tier (paper Fig. 5: 0.05)."""
+    seed: int = 0
+    """Seed of the hard-share draw."""
+
+    def problems(self) -> list[str]:
+        """Invalid combinations, all at once (empty when valid)."""
+        out = []
+        given = [name for name in ("preset", "tiers", "pass_rate_range") if getattr(self, name) is not None]
+        if len(given) > 1:
+            out.append(f"selection: give one of preset, tiers or pass_rate_range, not {given}")
+        if self.preset is not None and self.preset not in PRESETS:
+            out.append(f"selection.preset {self.preset!r} is not one of {sorted(PRESETS)}")
+        if self.tiers is not None and [t for t in self.tiers if t not in TIERS]:
+            out.append(f"selection.tiers {self.tiers} may only hold {list(TIERS)}")
+        if self.pass_rate_range is not None:
+            lo, hi = self.pass_rate_range
+            if not 0.0 <= lo <= hi <= 1.0:
+                out.append(f"selection.pass_rate_range must satisfy 0 <= lo <= hi <= 1, got {self.pass_rate_range}")
+        if not 0.0 <= self.hard_share < 1.0:
+            out.append(f"selection.hard_share must be in [0, 1), got {self.hard_share}")
+        return out
+
+    def keeps_all(self) -> bool:
+        """True when no item is dropped (standard SFT)."""
+        return self.tiers is None and self.pass_rate_range is None and PRESETS.get(self.preset or "sft") is None and not self.hard_share
+
+    def describe(self) -> str:
+        if self.pass_rate_range is not None:
+            what = f"pass_rate in {list(self.pass_rate_range)}"
+        elif self.tiers is not None:
+            what = f"tiers {self.tiers}"
+        else:
+            what = self.preset or "sft"
+        return what + (f" + hard_share {self.hard_share}" if self.hard_share else "")
+
+
+def apply_selection(ids: list[str], difficulty: Mapping[str, DifficultyRow], selection: Selection) -> list[str]:
+    """Ids kept by `selection`, in the order of `ids` (the one place a Selection is resolved)."""
+    problems = selection.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    tiers = selection.tiers
+    if tiers is None and selection.pass_rate_range is None:
+        tiers = preset_tiers(selection.preset or "sft")
+    rng = tuple(selection.pass_rate_range) if selection.pass_rate_range is not None else None
+    return select(ids, difficulty, tiers, rng, selection.hard_share, selection.seed)
 
 
 def records_to_messages(problem_rows: Iterable[Mapping]) -> list[dict]:

@@ -19,6 +19,7 @@ import torch
 from datamodules.collate import model_inputs
 from datamodules.scoring import get_scorer
 from lightning_modules.sampling import SamplingConfig, banned_token_ids, item_generator, sample, stop_token_ids
+from lightning_modules.training import checked
 from lightning_modules.vlm import VLMOptions, build_vlm
 
 
@@ -28,26 +29,29 @@ class DifficultyEstimator(L.LightningModule):
     Args:
         model_path: the cold-started checkpoint (linked to data.model_path).
         vlm: builder options (`lora: null` to sample from the checkpoint as is; `adapter_path` for an adapter).
-        k: answers per item (official 8).
-        max_new_tokens: official 128.
-        temperature: official 0.9.
-        top_p: official 1.0.
-        top_k: official 50 (HF default).
+        sampling: k answers per item and their decoding (official: k 8, temperature 0.9, top-p 1.0, top-k 50, 128
+            new tokens); `sampling.seed` seeds the per-item RNGs.
         scorer: `exact` (classification), `iou` (boxes, IoU >= 0.5), `math` (math-verify), `choice` (letters).
-        seed: base seed of the per-item RNGs.
         keep_answers: store the k decoded answers in the difficulty file.
     """
 
-    def __init__(self, model_path: str, vlm: VLMOptions | None = None, k: int = 8, max_new_tokens: int = 128,
-                 temperature: float = 0.9, top_p: float = 1.0, top_k: int = 50, scorer: str = "exact",
-                 seed: int = 42, keep_answers: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model_path: str,
+        vlm: VLMOptions = VLMOptions(lora=None),
+        sampling: SamplingConfig = SamplingConfig(),
+        scorer: str = "exact",
+        keep_answers: bool = True,
+    ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["vlm"])
-        self.vlm = vlm or VLMOptions(lora=None)
-        self.hparams["vlm"] = asdict(self.vlm)
+        self.save_hyperparameters(ignore=["vlm", "sampling"])
+        self.vlm, self.sampling = vlm, sampling
+        problems = self.sampling.problems()
+        if not self.sampling.do_sample:
+            problems.append("sampling.do_sample must be true: k greedy answers are all the same")
+        checked(problems, "difficulty")
+        self.hparams.update(vlm=asdict(self.vlm), sampling=asdict(self.sampling))  # plain dicts
         self.score = get_scorer(scorer)  # fail on a bad scorer name before loading the model
-        self.cfg = SamplingConfig(k=k, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                                  top_p=top_p, top_k=top_k)  # fmt: skip
         self.model = None
         self.processor = None
 
@@ -60,16 +64,16 @@ class DifficultyEstimator(L.LightningModule):
         if not batch["ids"]:
             return []
         inputs = model_inputs(batch)
-        generators = [item_generator(self.hparams.seed, item_id) for item_id in batch["ids"]]
+        generators = [item_generator(self.sampling.seed, item_id) for item_id in batch["ids"]]
         with torch.no_grad():
-            completions = sample(self.model, inputs, self.cfg, stop_token_ids(self.processor, self.model),
+            completions = sample(self.model, inputs, self.sampling, stop_token_ids(self.processor, self.model),
                                  banned_token_ids(self.processor), generators)  # fmt: skip
         tok = self.processor.tokenizer
         rows = []
         for item_id, solution, answers_ids in zip(batch["ids"], batch["solutions"], completions):
             answers = [tok.decode(ids, skip_special_tokens=True) for ids in answers_ids]
             correct = sum(bool(self.score(answer, solution)) for answer in answers)
-            row = {"id": item_id, "correct": correct, "k": self.cfg.k, "pass_rate": correct / self.cfg.k,
+            row = {"id": item_id, "correct": correct, "k": self.sampling.k, "pass_rate": correct / self.sampling.k,
                    "solution": solution}  # fmt: skip
             if self.hparams.keep_answers:
                 row["answers"] = answers

@@ -16,9 +16,10 @@ completion length, entropy, and a few sample completions as TensorBoard text.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
+import lightning as L
 import torch
 
 from datamodules.collate import model_inputs
@@ -33,79 +34,102 @@ from lightning_modules.sampling import (
     sample,
     stop_token_ids,
 )
-from lightning_modules.sft import SFTModule
+from lightning_modules.training import (
+    OptimConfig,
+    RNGResume,
+    checked,
+    configure_adamw,
+    export_model,
+    keep_trainable,
+)
 from lightning_modules.vlm import VLMOptions, build_vlm
 
 
-class GRPOModule(SFTModule):
-    """GRPO on prompts from `VLMDataModule(prompt_only=True)`. Reuses SFTModule's optimizer, schedule, checkpoints.
+@dataclass
+class GRPOConfig:
+    """The GRPO objective (`lightning_modules/grpo_loss.py`); defaults are the official DC-SFT GRPO settings
+    (`examples/train/grpo_lora.sh` on ms-swift 3.6: loss `grpo`, clip 0.2, beta 0.04, scaled rewards, mu 1)."""
+
+    beta: float = 0.04
+    """KL weight (k3 estimator against the adapter-free reference); 0 skips the reference pass."""
+    epsilon_low: float = 0.2
+    """Lower clip range of the importance ratio."""
+    epsilon_high: float = 0.2
+    """Upper clip range (DAPO's clip-higher uses e.g. 0.28)."""
+    loss_type: str = "grpo"
+    """Aggregation: `grpo` (per-sequence mean), `bnpo`, `dapo` or `dr_grpo`."""
+    scale_rewards: bool = True
+    """Divide advantages by the group std (off = Dr. GRPO)."""
+    num_iterations: int = 1
+    """mu: optimisation passes per generation batch."""
+    grad_accum: int = 1
+    """Prompt batches per optimizer step (Lightning's accumulate_grad_batches does not apply to manual optimisation)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm (ms-swift default 1.0)."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.loss_type not in LOSS_TYPES:
+            out.append(f"grpo.loss_type {self.loss_type!r} not in {LOSS_TYPES}")
+        if self.beta < 0:
+            out.append(f"grpo.beta must be >= 0, got {self.beta}")
+        if self.num_iterations < 1 or self.grad_accum < 1:
+            out.append("grpo.num_iterations and grpo.grad_accum must be >= 1")
+        if self.num_iterations > 1 and self.grad_accum > 1:
+            out.append("grpo.num_iterations > 1 needs grad_accum 1 (each pass is one optimizer step)")
+        return out
+
+
+class GRPOModule(L.LightningModule):
+    """GRPO on prompts from `VLMDataModule(prompt_only=True)`.
 
     Args:
         model_path: starting checkpoint (the cold-started model); linked to data.model_path.
         vlm: builder options (official: LoRA r 32, alpha 64, dropout 0.05).
-        num_generations: G, completions per prompt (official 8).
-        max_new_tokens: official 128.
-        temperature: official 0.9.
-        top_p: official 1.0.
-        top_k: official 50.
-        beta: KL weight (official 0.04; 0 skips the reference pass).
-        epsilon_low: lower clip range (0.2).
-        epsilon_high: upper clip range (0.2).
-        loss_type: `grpo`, `bnpo`, `dapo` or `dr_grpo`.
-        scale_rewards: divide advantages by the group std (off = Dr. GRPO).
-        num_iterations: mu, optimisation passes per generation batch.
-        grad_accum: prompt batches per optimizer step (Lightning's accumulate_grad_batches does not apply to manual
-            optimisation).
-        max_grad_norm: gradient clipping (ms-swift default 1.0).
+        sampling: rollout settings; `k` is the group size G (official: G 8, temperature 0.9, top-p 1.0, top-k 50,
+            128 new tokens).
+        grpo: the objective (beta, clip range, loss type, reward scaling, mu, accumulation, clipping).
+        optim: AdamW + warmup-cosine settings, as in SFTModule.
         rewards: scorer name -> weight (`exact`, `iou`, `math`, `choice`).
         log_completions_every: log sample completions as TensorBoard text every N steps (0 = never).
-        seed: base seed for the per-prompt sampling RNGs (combined with the step).
-        lr, weight_decay, adam_betas, warmup_ratio, min_lr_ratio, export_dir, vision_lr_scale: as in SFTModule.
+        export_dir: save the merged model + processor at fit end.
     """
 
-    def __init__(self, model_path: str, vlm: VLMOptions | None = None, num_generations: int = 8,
-                 max_new_tokens: int = 128, temperature: float = 0.9, top_p: float = 1.0, top_k: int = 50,
-                 beta: float = 0.04, epsilon_low: float = 0.2, epsilon_high: float = 0.2, loss_type: str = "grpo",
-                 scale_rewards: bool = True, num_iterations: int = 1, grad_accum: int = 1, max_grad_norm: float = 1.0,
-                 rewards: dict[str, float] | None = None,
-                 log_completions_every: int = 10, seed: int = 42, lr: float = 1e-5, weight_decay: float = 0.1,
-                 adam_betas: tuple[float, float] = (0.9, 0.95), warmup_ratio: float = 0.1,
-                 min_lr_ratio: float = 0.0, export_dir: str | None = None,
-                 vision_lr_scale: float = 1.0) -> None:  # fmt: skip
-        super().__init__(
-            model_path, vlm, lr, weight_decay, adam_betas, warmup_ratio, min_lr_ratio, export_dir, vision_lr_scale
-        )
-        self.save_hyperparameters(ignore=["vlm"])
-        self.hparams["vlm"] = asdict(self.vlm)
-        problems = []
-        if loss_type not in LOSS_TYPES:
-            problems.append(f"loss_type {loss_type!r} not in {LOSS_TYPES}")
-        if num_generations < 2:
-            problems.append("num_generations must be >= 2 (advantages are relative to the group)")
-        if num_iterations > 1 and grad_accum > 1:
-            problems.append("num_iterations > 1 needs grad_accum 1 (each pass is one optimizer step)")
-        if problems:
-            raise ValueError("invalid GRPO settings: " + "; ".join(problems))
+    def __init__(
+        self,
+        model_path: str,
+        vlm: VLMOptions = VLMOptions(),
+        sampling: SamplingConfig = SamplingConfig(),
+        grpo: GRPOConfig = GRPOConfig(),
+        optim: OptimConfig = OptimConfig(),
+        rewards: dict[str, float] | None = None,
+        log_completions_every: int = 10,
+        export_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["vlm", "sampling", "grpo", "optim"])
+        self.vlm, self.sampling, self.grpo, self.optim = vlm, sampling, grpo, optim
+        problems = self.sampling.problems() + self.grpo.problems() + self.optim.problems()
+        if self.sampling.k < 2:
+            problems.append("sampling.k (the group size G) must be >= 2: advantages are relative to the group")
+        if not self.sampling.do_sample:
+            problems.append("sampling.do_sample must be true: a greedy group has identical answers")
+        checked(problems, "GRPO")
+        self.hparams.update(vlm=asdict(self.vlm), sampling=asdict(self.sampling), grpo=asdict(self.grpo),
+                            optim=asdict(self.optim))  # fmt: skip
         self.reward_fns = {name: (get_scorer(name), weight) for name, weight in (rewards or {"exact": 1.0}).items()}
-        self.tiers: dict[str, str] = {}
-        self.cfg = SamplingConfig(k=num_generations, max_new_tokens=max_new_tokens, do_sample=True,
-                                  temperature=temperature, top_p=top_p, top_k=top_k)  # fmt: skip
         self.automatic_optimization = False
+        self.model = None
+        self.processor = None
         self.ref_model = None
-
-    def setup(self, stage: str) -> None:
-        """Per-tier logging uses the data's difficulty file (`data.difficulty_file`), when one is set."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        path = getattr(getattr(dm, "hparams", None), "difficulty_file", None)
-        if path and not self.tiers:
-            from datamodules.tiers import read_difficulty
-
-            self.tiers = {i: row.tier for i, row in read_difficulty(path).items()}
+        self.strict_loading = False  # checkpoints hold trainable weights only
+        self.rng = RNGResume()
+        self.last_rollout: dict[str, Any] = {}
 
     def configure_model(self) -> None:
         if self.model is None:
             self.model, self.processor = build_vlm(self.hparams.model_path, self.vlm)
-            if self.hparams.beta > 0 and not hasattr(self.model, "disable_adapter"):
+            if self.grpo.beta > 0 and not hasattr(self.model, "disable_adapter"):
                 self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
 
     # -------------------------------------------------------------- rollouts
@@ -115,10 +139,10 @@ class GRPOModule(SFTModule):
     def rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Sample G answers per prompt and score them."""
         inputs = model_inputs(batch)
-        step_seed = self.hparams.seed + 1_000_003 * self.global_step + self.global_rank
+        step_seed = self.sampling.seed + 1_000_003 * self.global_step  # never the rank: same rollouts on any world size
         generators = [item_generator(step_seed, item_id) for item_id in batch["ids"]]
         with inference_mode(self.model):
-            completions = sample(self.model, inputs, self.cfg, stop_token_ids(self.processor, self.model),
+            completions = sample(self.model, inputs, self.sampling, stop_token_ids(self.processor, self.model),
                                  banned_token_ids(self.processor), generators)  # fmt: skip
         tok = self.processor.tokenizer
         texts = [[tok.decode(c, skip_special_tokens=True) for c in item] for item in completions]
@@ -128,37 +152,38 @@ class GRPOModule(SFTModule):
         return {"texts": texts, "rewards": rewards, "seqs": seqs}
 
     def reference_logprobs(self, batch: dict[str, Any], seqs: dict[str, Any]) -> torch.Tensor | None:
-        if self.hparams.beta == 0:
+        if self.grpo.beta == 0:
             return None
         if self.ref_model is not None:
             return sequence_logprobs(
-                self.ref_model, batch, seqs, self.cfg.temperature, with_grad=False, with_entropy=False
+                self.ref_model, batch, seqs, self.sampling.temperature, with_grad=False, with_entropy=False
             )[0]
         with self.model.disable_adapter():
             return sequence_logprobs(
-                self.model, batch, seqs, self.cfg.temperature, with_grad=False, with_entropy=False
+                self.model, batch, seqs, self.sampling.temperature, with_grad=False, with_entropy=False
             )[0]
 
     # ----------------------------------------------------------------- step
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        hp, group = self.hparams, self.hparams.num_generations
+        hp, group = self.grpo, self.sampling.k
         rollout = self.rollout(batch)
+        self.last_rollout = {"ids": list(batch["ids"]), "texts": rollout["texts"], "rewards": rollout["rewards"].tolist()}
         seqs, rewards = rollout["seqs"], rollout["rewards"]
         advantages = group_advantages(rewards, group, hp.scale_rewards)  # [B*G]
         mask = seqs["completion_mask"]  # [B*G, C]
         ref = self.reference_logprobs(batch, seqs)
         old = None
         if hp.num_iterations > 1:
-            old = sequence_logprobs(self.model, batch, seqs, self.cfg.temperature, with_grad=False, with_entropy=False)[
+            old = sequence_logprobs(self.model, batch, seqs, self.sampling.temperature, with_grad=False, with_entropy=False)[
                 0
             ]
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         for _ in range(hp.num_iterations):
-            logp, entropy = sequence_logprobs(self.model, batch, seqs, self.cfg.temperature, with_grad=True)
+            logp, entropy = sequence_logprobs(self.model, batch, seqs, self.sampling.temperature, with_grad=True)
             loss, stats = grpo_loss(logp, old, advantages, mask, ref_logp=ref, beta=hp.beta, eps_low=hp.epsilon_low,
                                     eps_high=hp.epsilon_high, loss_type=hp.loss_type,
-                                    max_completion_length=self.cfg.max_new_tokens)  # fmt: skip
+                                    max_completion_length=self.sampling.max_new_tokens)  # fmt: skip
             self.manual_backward(loss / hp.grad_accum)
             if hp.num_iterations > 1 or (batch_idx + 1) % hp.grad_accum == 0:
                 self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
@@ -169,17 +194,17 @@ class GRPOModule(SFTModule):
         return loss.detach()
 
     def log_rollout(self, batch, rollout, loss, stats, entropy, mask) -> None:
-        group, rewards = self.hparams.num_generations, rollout["rewards"]
+        group, rewards = self.sampling.k, rollout["rewards"]
         n = len(batch["ids"])
         metrics = {"train/loss": loss.detach(), "train/reward/mean": rewards.mean(), "train/reward/std": rewards.std(),
                    "train/completion_length": mask.sum(1).float().mean(),
                    "train/entropy": (entropy * mask).sum() / mask.sum().clamp(min=1)}  # fmt: skip
         metrics.update({f"train/{k}": v for k, v in zero_std_groups(rewards, group).items()})
         metrics.update({f"train/{k}": v for k, v in stats.items()})
-        if self.tiers:
+        if batch.get("tiers"):  # the data carries a difficulty file: reward and zero-advantage share per tier
             per_item = rewards.view(n, group)
             for tier in ("easy", "medium", "hard"):
-                rows = [i for i, item_id in enumerate(batch["ids"]) if self.tiers.get(item_id) == tier]
+                rows = [i for i, t in enumerate(batch["tiers"]) if t == tier]
                 if rows:
                     sub = per_item[rows]
                     metrics[f"train/tier/{tier}/reward"] = sub.mean()
@@ -196,5 +221,23 @@ class GRPOModule(SFTModule):
             lines += [f"- `{t!r}` reward {r:.2f}" for t, r in zip(rollout["texts"][0], rewards[:group].tolist())]
             writer.add_text("train/completions", "\n".join(lines), global_step=self.global_step)
 
-    def on_before_optimizer_step(self, optimizer) -> None:  # manual optimisation logs its own statistics
-        pass
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Nothing per batch: GRPO is evaluated by generation (`callbacks/generative_eval.py`)."""
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.rng.restore_pending()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return configure_adamw(self, self.optim)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep_trainable(self, checkpoint)
+        self.rng.save(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.configure_model()
+        self.rng.load(checkpoint)
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:
+            export_model(self.model, self.processor, self.hparams.export_dir)

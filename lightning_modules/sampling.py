@@ -6,7 +6,7 @@ continuations; finished rows leave the cache so long answers do not hold up the 
 k independent samples (same warped softmax per step); with greedy decoding each of the k answers equals plain
 `generate`. Used by evaluation (k = 1, greedy), difficulty estimation (k = 8) and GRPO rollouts (k = G).
 
-Pitfalls handled (performance.md): explicit 3-D M-RoPE position ids at prefill and every decode step (so the model's
+Pitfalls handled: explicit 3-D M-RoPE position ids at prefill and every decode step (so the model's
 `rope_deltas` state is never used); `batch_repeat_interleave` (item-major), never tiling; `mm_token_type_ids` kept at
 prefill; the left-padding attention mask grows by one column per step; vision special tokens are never sampled.
 """
@@ -21,20 +21,42 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from lightning_modules.processor import VISION_SPECIAL_TOKENS
+from datamodules.processor import VISION_SPECIAL_TOKENS
 from lightning_modules.vlm import unwrap
 
 
 @dataclass
 class SamplingConfig:
-    """Decoding settings (defaults: the official DC-SFT rollout settings)."""
+    """Decoding settings; the defaults are the official DC-SFT rollout settings (`infer/test_dp.py`, `grpo_lora.sh`)."""
 
     k: int = 8
+    """Answers per prompt: the difficulty estimate's k, GRPO's group size G (official 8)."""
     max_new_tokens: int = 128
+    """Longest answer in tokens (official 128)."""
     do_sample: bool = True
+    """Sample (True) or decode greedily (False)."""
     temperature: float = 0.9
+    """Softmax temperature (official 0.9)."""
     top_p: float = 1.0
+    """Nucleus sampling threshold (official 1.0, i.e. off)."""
     top_k: int = 50
+    """Sample among the k most likely tokens (official 50, Hugging Face's default; 0 = off)."""
+    seed: int = 42
+    """Base seed of the per-item RNGs: an item's answers depend on (seed, item id[, step]) only."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.k < 1:
+            out.append(f"sampling.k must be >= 1, got {self.k}")
+        if self.max_new_tokens < 1:
+            out.append(f"sampling.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.do_sample and self.temperature <= 0:
+            out.append(f"sampling.temperature must be > 0 when sampling, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            out.append(f"sampling.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            out.append(f"sampling.top_k must be >= 0, got {self.top_k}")
+        return out
 
 
 def _warpers(cfg: SamplingConfig) -> LogitsProcessorList:

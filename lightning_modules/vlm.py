@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lightning_modules.processor import load_processor
+from datamodules.processor import load_processor
 
 # LoRA targets. "language": every linear of the language model (not lm_head, not the vision tower).
 LANGUAGE_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -124,11 +124,8 @@ def build_vlm(model_path: str, opts: VLMOptions | None = None, min_pixels: int |
     """
     from transformers import AutoModelForImageTextToText
 
-    from datamodules.demo import resolve
-
     opts = opts or VLMOptions()
     check_options(opts)
-    model_path = resolve(model_path)
     if Path(model_path).exists() and not (Path(model_path) / "config.json").exists():
         raise FileNotFoundError(f"{model_path}: no config.json; expected a Hugging Face checkpoint folder")
     processor = load_processor(model_path, min_pixels, max_pixels)
@@ -142,7 +139,7 @@ def build_vlm(model_path: str, opts: VLMOptions | None = None, min_pixels: int |
     if opts.lora is None and opts.adapter_path:  # evaluate a saved adapter (weights frozen)
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, resolve(opts.adapter_path))
+        model = PeftModel.from_pretrained(model, opts.adapter_path)
         model.requires_grad_(False)
         return model, processor
     if opts.lora is None:

@@ -10,7 +10,7 @@ import pytest
 from datamodules.formats import read_samples
 from datamodules.vlm_data import VLMDataModule
 from lightning_modules.vlm import LoraOptions, QuantOptions, VLMOptions, build_vlm
-from tests.conftest import write_color_data
+from assets.test_data import write_color_data
 
 
 def _setup(model, path, **kwargs):
@@ -92,8 +92,10 @@ def test_qlora_without_bitsandbytes(tiny_model, monkeypatch):
 
 
 def test_unknown_config_key(tiny_model, capsys):
+    from scripts.runs import command
     from train import main
 
+    args = command("demo/cold_start")[1:]  # without the subcommand: run=False parses one schema
     with pytest.raises(SystemExit):
-        main(["--config", "configs/demo/cold_start.yaml", "--model.init_args.learning_rat", "1"], run=False)
+        main([*args, "--model.init_args.learning_rat", "1"], run=False)
     assert "learning_rat" in capsys.readouterr().err

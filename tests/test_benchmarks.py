@@ -401,7 +401,7 @@ def test_dcsft_json_grounding_and_errors(tmp_path: Path) -> None:
     assert bench.score(item, "[0, 0, 10, 20]", random.Random(0)).correct  # IoU 0.5 (official convention)
     assert bench.breakdown_keys(item) == {}
     path.write_text(json.dumps([{"problem": "p", "image": "a.jpg"}]))
-    with pytest.raises(ValueError, match=r"refcoco: .*record 0 lacks \['solution'\]"):
+    with pytest.raises(ValueError, match=r"refcoco: .*record 0: a 'problem' record needs a 'solution'"):
         bench.load()
     with pytest.raises(FileNotFoundError, match="refcoco: .*not found"):
         DCSFTJson(str(tmp_path / "none.json"), "refcoco").load()

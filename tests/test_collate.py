@@ -7,7 +7,7 @@ from PIL import Image
 
 from datamodules.collate import IGNORE_INDEX, Collator, encode_sample
 from datamodules.formats import Sample
-from lightning_modules.processor import load_processor
+from datamodules.processor import load_processor
 
 
 def _sample(messages, images=1):

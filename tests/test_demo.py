@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.demo import SIZES, build_demo_data, sketch, texture
+from assets.demo_data import SIZES, build_demo_data, sketch, texture
 from datamodules.formats import read_samples
 
 

@@ -6,32 +6,20 @@ import lightning as L
 import pytest
 
 from callbacks.difficulty_writer import DifficultyWriter
-from datamodules.tiers import read_difficulty
+from datamodules.difficulty_file import read_difficulty
 from datamodules.vlm_data import VLMDataModule
 from lightning_modules.difficulty import DifficultyEstimator
 from lightning_modules.sampling import SamplingConfig, banned_token_ids, sample, stop_token_ids
 from lightning_modules.vlm import VLMOptions, build_vlm
-from tests.conftest import cpu_trainer, write_color_data
-
-
-class Killed(Exception):
-    pass
-
-
-class KillAfter(L.Callback):
-    def __init__(self, batches: int) -> None:
-        self.batches = batches
-
-    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if batch_idx + 1 == self.batches:
-            raise Killed
+from assets.test_data import write_color_data
+from datamodules.collate import model_inputs
+from tests.helpers import KillAfterPredictBatches, Killed, cpu_trainer
 
 
 def _estimate(model_path, data, output, devices=1, strategy="auto", callbacks=(), k=4):
-    module = DifficultyEstimator(
-        model_path, vlm=VLMOptions(dtype="float32", lora=None), k=k, max_new_tokens=6, temperature=1.0, seed=3
-    )
-    dm = VLMDataModule(model_path, predict_file=str(data), eval_batch_size=3)
+    sampling = SamplingConfig(k=k, max_new_tokens=6, temperature=1.0, seed=3)
+    module = DifficultyEstimator(model_path, vlm=VLMOptions(dtype="float32", lora=None), sampling=sampling)
+    dm = VLMDataModule(model_path, predict_file=str(data), eval_batch_size=3, predict_done_file=str(output))
     writer = DifficultyWriter(str(output), report=False)
     trainer = cpu_trainer(devices=devices, strategy=strategy, callbacks=[writer, *callbacks])
     trainer.predict(module, dm, return_predictions=False)
@@ -44,7 +32,7 @@ def test_rows_per_item_and_resume(trained_tiny_model, tmp_path):
     assert len(full) == 10 and all(0 <= r.correct <= r.k == 4 for r in full.values())
     assert len({r.correct for r in full.values()}) > 1  # a mix of pass rates, not all 0
     with pytest.raises(Killed):
-        _estimate(trained_tiny_model, data, tmp_path / "resumed.jsonl", callbacks=[KillAfter(2)])
+        _estimate(trained_tiny_model, data, tmp_path / "resumed.jsonl", callbacks=[KillAfterPredictBatches(2)])
     shard = tmp_path / "resumed.jsonl.shards" / "rank0.jsonl"
     assert len(shard.read_text().splitlines()) == 6  # two batches of 3 were kept
     resumed = _estimate(trained_tiny_model, data, tmp_path / "resumed.jsonl")
@@ -67,9 +55,7 @@ def test_greedy_shared_prefill_equals_generate(trained_tiny_model, tmp_path):
     dm = VLMDataModule(trained_tiny_model, predict_file=str(data), eval_batch_size=6)
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
-    inputs = {
-        k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
-    }
+    inputs = model_inputs(batch)
     stops = stop_token_ids(processor, model)
     ours = sample(
         model, inputs, SamplingConfig(k=3, max_new_tokens=8, do_sample=False), stops, banned_token_ids(processor)
@@ -93,7 +79,7 @@ def test_sampling_is_per_item_reproducible(trained_tiny_model, tmp_path):
     dm = VLMDataModule(trained_tiny_model, predict_file=str(data), eval_batch_size=4)
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw")}
+    inputs = model_inputs(batch)
     cfg = SamplingConfig(k=4, max_new_tokens=5, temperature=2.0)
     stops = stop_token_ids(processor, model)
     run1 = sample(model, inputs, cfg, stops, None, [item_generator(0, i) for i in batch["ids"]])

@@ -12,8 +12,10 @@ from callbacks.generative_eval import GenerativeEval, shard, subset, summarize
 from datamodules.benchmarks.imagenet import DCSFTJson
 from datamodules.vlm_data import VLMDataModule
 from lightning_modules.sft import SFTModule
+from lightning_modules.training import OptimConfig
 from lightning_modules.vlm import LoraOptions, VLMOptions
-from tests.conftest import cpu_trainer, write_color_data
+from assets.test_data import write_color_data
+from tests.helpers import cpu_trainer
 
 
 def test_shard_and_subset():
@@ -36,7 +38,8 @@ def test_summarize_accuracy_and_breakdowns(tmp_path):
 def _eval_run(model_path, data_dir, out, devices, strategy="auto", lr=1e-3, batch_size=3):
     bench = DCSFTJson(str(data_dir / "problem.json"), name="colors")
     callback = GenerativeEval([bench], every_n_epochs=1, batch_size=batch_size, max_new_tokens=4, output_dir=str(out))
-    module = SFTModule(model_path, vlm=VLMOptions(dtype="float32", lora=LoraOptions(r=4, dropout=0.0)), lr=lr)
+    vlm = VLMOptions(dtype="float32", lora=LoraOptions(r=4, dropout=0.0))
+    module = SFTModule(model_path, vlm=vlm, optim=OptimConfig(lr=lr))
     dm = VLMDataModule(model_path, train_file=str(data_dir / "messages.json"), batch_size=2)
     trainer = cpu_trainer(
         devices=devices,

@@ -6,22 +6,20 @@ import lightning as L
 import torch
 
 from datamodules.vlm_data import VLMDataModule
-from lightning_modules.grpo import GRPOModule
+from lightning_modules.grpo import GRPOConfig, GRPOModule
 from lightning_modules.rollout import build_sequences, sequence_logprobs
+from lightning_modules.sampling import SamplingConfig
+from lightning_modules.training import OptimConfig
 from lightning_modules.vlm import LoraOptions, VLMOptions, build_vlm
-from tests.conftest import cpu_trainer, write_color_data
-
-
-def _prompts(model_path, data, n=2):
-    dm = VLMDataModule(model_path, train_file=str(data), batch_size=n, prompt_only=True, shuffle=False)
-    dm.setup("fit")
-    return next(iter(dm.train_dataloader()))
+from assets.test_data import write_color_data
+from datamodules.collate import model_inputs
+from tests.helpers import cpu_trainer, prompt_batch
 
 
 def test_logprobs_match_full_forward_and_reference_is_base(trained_tiny_model, tmp_path):
     data = write_color_data(tmp_path / "d", n=4, fmt="problem")
-    batch = _prompts(trained_tiny_model, data)
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw")}
+    batch = prompt_batch(trained_tiny_model, data)
+    inputs = model_inputs(batch)
     completions = [[[5, 6, 7], [8]], [[9, 10], [11, 12, 13]]]  # 2 prompts x G=2, ragged
     base, _ = build_vlm(trained_tiny_model, VLMOptions(dtype="float32", lora=None))
     base.eval()
@@ -63,14 +61,10 @@ def test_short_grpo_fit_raises_reward(trained_tiny_model, tmp_path):
     module = GRPOModule(
         trained_tiny_model,
         vlm=VLMOptions(dtype="float32", lora=LoraOptions(r=16, alpha=32, dropout=0.0)),
-        num_generations=8,
-        max_new_tokens=4,
-        temperature=1.0,
-        beta=0.0,
-        lr=1e-2,
-        warmup_ratio=0.0,
+        sampling=SamplingConfig(k=8, max_new_tokens=4, temperature=1.0),
+        grpo=GRPOConfig(beta=0.0, scale_rewards=True),
+        optim=OptimConfig(lr=1e-2, warmup_ratio=0.0),
         log_completions_every=0,
-        scale_rewards=True,
     )
     dm = VLMDataModule(trained_tiny_model, train_file=str(data), batch_size=2, prompt_only=True)
     history = []
@@ -101,13 +95,9 @@ def test_grpo_with_qlora_checkpointing_and_accumulation(trained_tiny_model, tmp_
     module = GRPOModule(
         trained_tiny_model,
         vlm=vlm,
-        num_generations=4,
-        max_new_tokens=3,
-        temperature=1.5,
-        beta=0.04,
-        grad_accum=2,
-        lr=1e-2,
-        warmup_ratio=0.0,
+        sampling=SamplingConfig(k=4, max_new_tokens=3, temperature=1.5),
+        grpo=GRPOConfig(beta=0.04, grad_accum=2),
+        optim=OptimConfig(lr=1e-2, warmup_ratio=0.0),
         log_completions_every=0,
     )
     dm = VLMDataModule(trained_tiny_model, train_file=str(data), batch_size=1, prompt_only=True)

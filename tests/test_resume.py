@@ -9,29 +9,15 @@ import torch
 from callbacks.checkpoint import AdapterCheckpoint
 from datamodules.vlm_data import VLMDataModule
 from lightning_modules.sft import SFTModule
+from lightning_modules.training import OptimConfig
 from lightning_modules.vlm import LoraOptions, VLMOptions
-from tests.conftest import cpu_trainer
-
-
-class Killed(Exception):
-    pass
-
-
-class KillAt(L.Callback):
-    """Simulates a crash right before step `step` starts (the checkpoint of the previous step exists)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            raise Killed
+from tests.helpers import KillAtStep, Killed, cpu_trainer
 
 
 def _run(model_path, data, root, callbacks=(), ckpt_path=None):
     L.seed_everything(0)
     vlm = VLMOptions(dtype="float32", lora=LoraOptions(r=4, alpha=8, dropout=0.1))  # dropout: RNG must resume too
-    module = SFTModule(model_path, vlm=vlm, lr=3e-3, warmup_ratio=0.2)
+    module = SFTModule(model_path, vlm=vlm, optim=OptimConfig(lr=3e-3, warmup_ratio=0.2))
     dm = VLMDataModule(model_path, train_file=str(data), batch_size=4, seed=7)
     ckpt = AdapterCheckpoint(dirpath=root, every_n_train_steps=1, save_last=True, save_top_k=-1)
     trainer = cpu_trainer(max_steps=7, default_root_dir=root, callbacks=[ckpt, *callbacks], enable_checkpointing=True)
@@ -42,7 +28,7 @@ def _run(model_path, data, root, callbacks=(), ckpt_path=None):
 def test_resume_mid_epoch_matches_uninterrupted(tiny_model, color_data, tmp_path):
     reference = _run(tiny_model, color_data, tmp_path / "a")
     with pytest.raises(Killed):
-        _run(tiny_model, color_data, tmp_path / "b", callbacks=[KillAt(2)])  # 16 items / batch 4: mid epoch 0
+        _run(tiny_model, color_data, tmp_path / "b", callbacks=[KillAtStep(2)])  # 16 items / batch 4: mid epoch 0
     resumed = _run(tiny_model, color_data, tmp_path / "b", ckpt_path="last")
     assert reference.keys() == resumed.keys()
     for name in reference:

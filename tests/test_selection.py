@@ -7,9 +7,10 @@ import json
 import pytest
 
 from datamodules.export_tiers import export
-from datamodules.tiers import DifficultyRow, write_difficulty
+from datamodules.difficulty_file import DifficultyRow, write_difficulty
+from datamodules.tiers import Selection
 from datamodules.vlm_data import VLMDataModule
-from tests.conftest import write_color_data
+from assets.test_data import write_color_data
 
 CORRECT = [8, 3, 0, 8, 1, 7, 0, 5]  # easy, medium, hard, easy, medium, medium, hard, medium
 
@@ -32,7 +33,8 @@ def _difficulty(path, n=8, k=8):
 def test_selection_presets(tiny_model, tmp_path, selection, expected):
     data = write_color_data(tmp_path / "d", n=8)
     dm = VLMDataModule(
-        tiny_model, train_file=str(data), difficulty_file=str(_difficulty(tmp_path / "diff.jsonl")), selection=selection
+        tiny_model, train_file=str(data), difficulty_file=str(_difficulty(tmp_path / "diff.jsonl")),
+        selection=Selection(preset=selection),
     )
     dm.setup("fit")
     assert [s.id for s in dm.train_samples] == expected
@@ -42,15 +44,15 @@ def test_mismatched_difficulty_file_is_refused(tiny_model, tmp_path):
     data = write_color_data(tmp_path / "d", n=8)
     short = _difficulty(tmp_path / "short.jsonl", n=6)
     with pytest.raises(ValueError, match=r"short\.jsonl") as err:
-        VLMDataModule(tiny_model, train_file=str(data), difficulty_file=str(short), selection="sft_m").setup("fit")
+        VLMDataModule(tiny_model, train_file=str(data), difficulty_file=str(short), selection=Selection("sft_m")).setup("fit")
     assert "missing" in str(err.value) and "train.py predict" in str(err.value)
-    with pytest.raises(ValueError, match="difficulty_file is not set"):
-        VLMDataModule(tiny_model, train_file=str(data), selection="sft_m").setup("fit")
+    with pytest.raises(ValueError, match="needs data.difficulty_file"):
+        VLMDataModule(tiny_model, train_file=str(data), selection=Selection("sft_m")).setup("fit")
 
 
 def test_export_selection_to_ms_swift_json(tmp_path):
     data = write_color_data(tmp_path / "d", n=8, fmt="problem")
-    n = export(str(data), str(_difficulty(tmp_path / "diff.jsonl")), str(tmp_path / "out.json"), "sft_m")
+    n = export(str(data), str(_difficulty(tmp_path / "diff.jsonl")), str(tmp_path / "out.json"), Selection("sft_m"))
     rows = json.loads((tmp_path / "out.json").read_text())
     assert n == 4 == len(rows)
     assert rows[0]["messages"][0] == {

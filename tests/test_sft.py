@@ -7,15 +7,17 @@ import torch
 import torch.nn.functional as F
 
 from callbacks.checkpoint import AdapterCheckpoint
+from datamodules.collate import model_inputs
 from datamodules.vlm_data import VLMDataModule
 from lightning_modules.sft import SFTModule, supervised_loss
+from lightning_modules.training import OptimConfig
 from lightning_modules.vlm import LoraOptions, QuantOptions, VLMOptions, build_vlm, unwrap
-from tests.conftest import cpu_trainer
+from tests.helpers import cpu_trainer
 
 
 def _fit(model_path, data, tmp_path, vlm, steps=6, lr=5e-3, **trainer_kwargs):
     torch.manual_seed(0)
-    module = SFTModule(model_path, vlm=vlm, lr=lr, warmup_ratio=0.0, weight_decay=0.0)
+    module = SFTModule(model_path, vlm=vlm, optim=OptimConfig(lr=lr, warmup_ratio=0.0, weight_decay=0.0))
     dm = VLMDataModule(model_path, train_file=str(data), batch_size=4, max_length=256)
     trainer_kwargs.setdefault("enable_checkpointing", False)
     trainer = cpu_trainer(max_steps=steps, default_root_dir=tmp_path, **trainer_kwargs)
@@ -32,14 +34,12 @@ def test_supervised_loss_equals_full_logits_loss(tiny_model, color_data):
     model, _ = build_vlm(tiny_model, VLMOptions(dtype="float32", lora=None))
     batch = _batch(VLMDataModule(tiny_model, train_file=str(color_data), batch_size=4, shuffle=False))
     ours, n = supervised_loss(model, batch)
-    inputs = {
-        k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
-    }
+    inputs = model_inputs(batch)
     logits = model(**inputs).logits[:, :-1]
     reference = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100
     )
-    from lightning_modules.processor import load_processor
+    from datamodules.processor import load_processor
 
     tok = load_processor(tiny_model).tokenizer
     assert n == sum(len(tok(c, add_special_tokens=False)["input_ids"]) + 1 for c in batch["solutions"])  # + im_end
@@ -82,9 +82,7 @@ def test_adapter_checkpoint_reloads_with_peft(tiny_model, color_data, tmp_path):
     assert saved and all("lora_" in k for k in saved)  # trainable weights only
     reloaded = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(tiny_model), adapter).eval()
     batch = _batch(dm)
-    inputs = {
-        k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
-    }
+    inputs = model_inputs(batch)
     module.model.eval()
     with torch.no_grad():
         assert torch.allclose(module.model(**inputs).logits, reloaded(**inputs).logits, atol=1e-5)
@@ -95,7 +93,7 @@ def test_full_finetune_exports_a_loadable_checkpoint(tiny_model, color_data, tmp
 
     out = tmp_path / "export"
     torch.manual_seed(0)
-    module = SFTModule(tiny_model, vlm=VLMOptions(dtype="float32", lora=None), lr=1e-3, export_dir=str(out))
+    module = SFTModule(tiny_model, vlm=VLMOptions(dtype="float32", lora=None), optim=OptimConfig(lr=1e-3), export_dir=str(out))
     dm = VLMDataModule(tiny_model, train_file=str(color_data), batch_size=4)
     cpu_trainer(max_steps=2, default_root_dir=tmp_path).fit(module, dm)
     reloaded = AutoModelForImageTextToText.from_pretrained(out)

@@ -10,20 +10,17 @@ import os
 
 import pytest
 
-from datamodules import tiers as tiers_mod
+from datamodules import files as files_mod
 from datamodules.tier_report import format_tier_report, save_tier_report, tier_report
+from datamodules.difficulty_file import DifficultyRow, check_matches, read_difficulty, write_difficulty
 from datamodules.tiers import (
     PRESETS,
     TIERS,
-    DifficultyRow,
     assign_tier,
-    check_matches,
     export_messages_json,
     preset_tiers,
-    read_difficulty,
     records_to_messages,
     select,
-    write_difficulty,
 )
 
 
@@ -185,7 +182,7 @@ def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tiers_mod.os, "replace", boom)
+    monkeypatch.setattr(files_mod.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         write_difficulty(path, make({"b": 2}))
     assert path.read_text() == before and os.listdir(tmp_path) == ["diff.jsonl"]

@@ -7,7 +7,6 @@ Tests: `python -m pytest tests/test_benchmarks.py -q`.
 
 from __future__ import annotations
 
-import io
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -17,9 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from datamodules.images import to_rgb
-
-ImageSource = str | Path | bytes | Image.Image
+from datamodules.images import ImageSource, open_rgb
 
 
 @dataclass
@@ -31,6 +28,10 @@ class EvalItem:
     images: list[Image.Image]
     gold: Any
     meta: dict[str, Any]
+
+    def image_sources(self) -> list[ImageSource]:
+        """The images as stored (paths, encoded bytes or decoded images), for one decode by the encoder."""
+        return list(self.images)
 
 
 class LazyEvalItem(EvalItem):
@@ -48,18 +49,11 @@ class LazyEvalItem(EvalItem):
     def images(self, sources: Iterable[ImageSource]) -> None:
         self._image_sources = list(sources)
 
+    def image_sources(self) -> list[ImageSource]:
+        return list(self._image_sources)
+
     def __repr__(self) -> str:
         return f"LazyEvalItem(id={self.id!r}, images={len(self._image_sources)}, gold={self.gold!r})"
-
-
-def open_rgb(source: ImageSource) -> Image.Image:
-    """Decode a path / encoded bytes / PIL image into a fully loaded RGB image (RGBA composited onto white, as
-    qwen-vl-utils does); the file is closed before returning."""
-    if isinstance(source, Image.Image):
-        return to_rgb(source)
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-        image.load()
-        return to_rgb(image)
 
 
 @dataclass

@@ -8,11 +8,11 @@ completion is the answer, scored by `exact_match` (strip -> strip('.') -> lower,
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from datamodules.benchmarks.base import Benchmark, EvalItem, LazyEvalItem, ScoreResult
+from datamodules.formats import IMAGE_MARKER, read_samples
 from datamodules.scoring import exact_match, get_scorer
 
 DCSFT_PROMPT = "Please provide the object name in the image. Output the answer using one word."
@@ -91,13 +91,15 @@ class ImageNetFolder(Benchmark):
 
 
 class DCSFTJson(Benchmark):
-    """An official DC-SFT processed eval JSON: a list of {"problem", "solution", "image"}.
+    """An official DC-SFT processed eval file: {"problem", "solution", "image"} rows (or `messages` + `images`), JSON
+    list or JSONL.
 
     Args:
         path: the JSON file (e.g. `imagenet-a_val_processed.json`).
         name: benchmark name used in metric names.
         image_root: maps path prefixes of the authors' machine (e.g. `/data/dataset/Imagenet-A/images/`) to local
-            folders; the longest matching prefix wins. Relative image paths are resolved against the JSON's folder.
+            folders, as for training data (`datamodules/formats.py`: longest prefix wins, `file://` dropped,
+            relative paths resolved against the file's folder).
         scorer: a name from `datamodules.scoring.SCORERS` (`exact` for classification, `iou` for grounding).
 
     Breakdown: per class (= solution), except for `iou`, where every solution is a different box.
@@ -110,40 +112,23 @@ class DCSFTJson(Benchmark):
         self.scorer = scorer
         self._scorer = get_scorer(scorer)
 
-    def _resolve(self, image: str, base: Path) -> Path:
-        for prefix in sorted(self.image_root, key=len, reverse=True):
-            if image.startswith(prefix):
-                return Path(self.image_root[prefix]) / image[len(prefix) :].lstrip("/")
-        path = Path(image)
-        return path if path.is_absolute() else base / path
-
     def load(self) -> list[EvalItem]:
-        from datamodules.demo import resolve
-
-        source = Path(resolve(self.path))
-        if not source.is_file():
-            raise FileNotFoundError(self._error(f"{source} not found (expected a list of problem/solution/image)"))
-        try:
-            records = json.loads(source.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(self._error(f"{source} is not valid JSON: {err}")) from None
-        if not isinstance(records, list) or not records:
-            raise ValueError(self._error(f"{source} must hold a non-empty JSON list of problem/solution/image"))
+        try:  # the same reader as training data: JSON list or JSONL, either official format
+            samples = read_samples(self.path, self.image_root)
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(self._error(str(err))) from None
         items: list[EvalItem] = []
-        for index, record in enumerate(records):
-            missing = [k for k in ("problem", "solution", "image") if not isinstance(record, dict) or k not in record]
-            if missing:
-                raise ValueError(self._error(f"{source} record {index} lacks {missing}"))
-            path = self._resolve(str(record["image"]), source.parent)
-            if not path.is_file():
-                raise FileNotFoundError(
-                    self._error(
-                        f"{source} record {index}: image {record['image']!r} not found at {path}; "
-                        "set image_root to map its prefix to a local folder"
+        for sample in samples:
+            if sample.solution is None:
+                raise ValueError(self._error(f"{sample.source} has no solution (answer) to score against"))
+            for image in sample.images:
+                if not Path(image).is_file():
+                    raise FileNotFoundError(
+                        self._error(f"{sample.source}: image not found at {image}; set image_root to map its prefix")
                     )
-                )
-            meta = {"class": str(record["solution"]), "image": record["image"]}
-            items.append(LazyEvalItem(str(index), str(record["problem"]), [path], record["solution"], meta))
+            user = next(m["content"] for m in sample.messages if m["role"] == "user")
+            meta = {"class": sample.solution, "image": sample.images[0] if sample.images else None}
+            items.append(LazyEvalItem(sample.id, user.replace(IMAGE_MARKER, ""), sample.images, sample.solution, meta))
         return items
 
     def score(self, item: EvalItem, response: str, rng: random.Random) -> ScoreResult:

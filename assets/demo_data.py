@@ -1,0 +1,148 @@
+"""The embedded default data: easy-vqa converted into the official DC-SFT formats, plus OOD renditions.
+
+Built offline from the `easy-vqa` package on first use of a `demo://` path (a few seconds), into the git-ignored cache
+(`$DCSFT_CACHE`, default `<repo>/.cache`). Files (under `<cache>/demo/easy_vqa/`):
+
+| file | format | items | role |
+|---|---|---|---|
+| cold_start.json | messages + images | 400 | cold-start SFT (paper step 1) |
+| train_sft.json / train_grpo.json | messages + images / problem, solution, image | 800 | post-training (same items, same order) |
+| test_id.json | problem, solution, image | 150 | in distribution (easy-vqa test images) |
+| test_ood_sketch.json | same | 150 | OOD: the shape redrawn as a coloured outline on white (our ImageNet-R stand-in) |
+| test_ood_texture.json | same | 150 | OOD: the plain background replaced by a pastel texture (our ImageNet-A stand-in) |
+
+Both renditions keep every answer valid: shape and colour are unchanged. Prompts end with the DC-SFT-style
+instruction to answer in one word; answers are easy-vqa's 13 one-word answers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+INSTRUCTION = " Output the answer using one word."
+SIZES = {"cold_start": 400, "train": 800, "test": 150}
+OPEN_SHARE = 0.7
+RECIPE = f"sizes={SIZES} open_share={OPEN_SHARE} v1"  # a changed recipe rebuilds the cached asset
+
+
+def _shape_mask(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean mask of shape pixels (far from the most common = background colour) and that background colour."""
+    flat = array.reshape(-1, 3)
+    colors, counts = np.unique(flat, axis=0, return_counts=True)
+    background = colors[counts.argmax()].astype(np.int32)
+    distance = np.abs(array.astype(np.int32) - background).sum(-1)
+    return distance > 60, background
+
+
+def sketch(image: Image.Image) -> Image.Image:
+    """The shape's 2-pixel outline in its own colour, on white."""
+    array = np.asarray(image.convert("RGB"))
+    mask, _ = _shape_mask(array)
+    padded = np.pad(mask, 2)  # the image border counts as outside, so shapes touching it keep their edge
+    inner = np.asarray(Image.fromarray(padded.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(5)))[2:-2, 2:-2] > 0
+    edge = mask & ~inner
+    out = np.full_like(array, 255)
+    out[edge] = array[edge]
+    return Image.fromarray(out)
+
+
+def texture(image: Image.Image, rng: random.Random) -> Image.Image:
+    """The plain background replaced by random pastel stripes and dots (no named colour is saturated there)."""
+    array = np.asarray(image.convert("RGB"))
+    mask, _ = _shape_mask(array)
+    h, w, _ = array.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    period = rng.randint(4, 10)
+    angle = rng.choice([(1, 0), (0, 1), (1, 1), (1, -1)])
+    stripes = ((yy * angle[0] + xx * angle[1]) // period) % 2
+    c1 = np.array([rng.randint(200, 245) for _ in range(3)])
+    c2 = np.array([rng.randint(200, 245) for _ in range(3)])
+    background = np.where(stripes[..., None] == 1, c1, c2).astype(np.uint8)
+    dots = np.random.default_rng(rng.randint(0, 2**31)).random((h, w)) < 0.04
+    background[dots] = np.array([rng.randint(170, 215) for _ in range(3)], dtype=np.uint8)
+    out = np.where(mask[..., None], array, background).astype(np.uint8)
+    return Image.fromarray(out)
+
+
+def _pick(indices: list[int], answers: list[str], rng: random.Random) -> int:
+    """One question of an image, an open (colour / shape) one with probability OPEN_SHARE: easy-vqa is 73 % yes/no,
+    which a model can half-answer from the text alone; open questions make it look at the image."""
+    open_ones = [i for i in indices if answers[i] not in ("yes", "no")]
+    if open_ones and rng.random() < OPEN_SHARE:
+        return rng.choice(open_ones)
+    return rng.choice(indices)
+
+
+def _problem(question: str, answer: str, image: str, rid: str) -> dict:
+    return {"id": rid, "problem": question[0].upper() + question[1:] + INSTRUCTION, "solution": answer, "image": image}
+
+
+def _messages(row: dict) -> dict:
+    return {
+        "id": row["id"],
+        "messages": [{"role": "user", "content": "<image>" + row["problem"]},
+                     {"role": "assistant", "content": row["solution"]}],
+        "images": [row["image"]],
+    }  # fmt: skip
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def build_demo_data(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write the demo files (see module docstring) and their images into out_dir."""
+    import easy_vqa
+
+    out_dir = Path(out_dir)
+    rng = random.Random(seed)
+    train_q, train_a, train_i = easy_vqa.get_train_questions()
+    test_q, test_a, test_i = easy_vqa.get_test_questions()
+    train_paths, test_paths = easy_vqa.get_train_image_paths(), easy_vqa.get_test_image_paths()
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+
+    # Training pool: one question per image, so cold start / train / test never share an image.
+    by_image: dict[int, list[int]] = {}
+    for index, image_id in enumerate(train_i):
+        by_image.setdefault(image_id, []).append(index)
+    images = sorted(by_image)
+    rng.shuffle(images)
+    picks = [_pick(by_image[i], train_a, rng) for i in images[: SIZES["cold_start"] + SIZES["train"]]]
+    rows = []
+    for q_index in picks:
+        image_id = train_i[q_index]
+        target = out_dir / "images" / f"train_{image_id}.png"
+        shutil.copyfile(train_paths[image_id], target)
+        rows.append(_problem(train_q[q_index], train_a[q_index], f"images/{target.name}", f"train-{image_id}"))
+    cold, train = rows[: SIZES["cold_start"]], rows[SIZES["cold_start"] :]
+    _write(out_dir / "cold_start.json", [_messages(r) for r in cold])
+    _write(out_dir / "train_sft.json", [_messages(r) for r in train])
+    _write(out_dir / "train_grpo.json", train)
+
+    by_test: dict[int, list[int]] = {}
+    for index, image_id in enumerate(test_i):
+        by_test.setdefault(image_id, []).append(index)
+    test_images = sorted(by_test)
+    rng.shuffle(test_images)
+    sets: dict[str, list[dict]] = {"test_id": [], "test_ood_sketch": [], "test_ood_texture": []}
+    for image_id in test_images[: SIZES["test"]]:
+        q_index = _pick(by_test[image_id], test_a, rng)
+        original = Image.open(test_paths[image_id]).convert("RGB")
+        variants = {
+            "test_id": original,
+            "test_ood_sketch": sketch(original),
+            "test_ood_texture": texture(original, rng),
+        }
+        for name, image in variants.items():
+            target = out_dir / "images" / f"{name}_{image_id}.png"
+            image.save(target)
+            sets[name].append(_problem(test_q[q_index], test_a[q_index], f"images/{target.name}", f"test-{image_id}"))
+    for name, rows in sets.items():
+        _write(out_dir / f"{name}.json", rows)
+    return out_dir

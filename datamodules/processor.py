@@ -1,0 +1,122 @@
+"""Image-only Qwen2.5-VL processor, the Qwen2.5-VL chat template, and processor loading.
+
+Why: transformers' `AutoProcessor` for Qwen2.5-VL insists on a video processor, which needs torchvision; our CPU
+stack has none (torchvision does not import beside torch 2.13+cpu). This subclass declares only the image processor
+and the tokenizer, keeps every image/text path of the parent working, and is registered for the Auto API so that
+`AutoProcessor.from_pretrained(dir)` on a folder we saved returns it (unregistered, it silently returns a bare
+tokenizer).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLProcessor
+from transformers.processing_utils import ProcessorMixin
+
+# The chat template shipped with Qwen2.5-VL-*-Instruct (default system prompt when none is given).
+QWEN2_5_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
+    "{% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+IMAGE_TOKEN = "<|image_pad|>"
+VIDEO_TOKEN = "<|video_pad|>"
+# Tokens a sampler must never emit: a later forward over such a sequence would expect image features.
+VISION_SPECIAL_TOKENS = (
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+
+class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
+    """Qwen2.5-VL processor without a video processor (works without torchvision)."""
+
+    attributes = ["image_processor", "tokenizer"]  # read by transformers 4.x
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):  # signature read by v5
+        self.image_token = getattr(tokenizer, "image_token", None) or IMAGE_TOKEN
+        self.video_token = getattr(tokenizer, "video_token", None) or VIDEO_TOKEN
+        self.image_token_id = getattr(tokenizer, "image_token_id", None) or tokenizer.convert_tokens_to_ids(
+            self.image_token
+        )
+        self.video_token_id = getattr(tokenizer, "video_token_id", None) or tokenizer.convert_tokens_to_ids(
+            self.video_token
+        )
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+
+AutoProcessor.register(Qwen2_5_VLConfig, Qwen2_5_VLImageOnlyProcessor, exist_ok=True)
+
+PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: int | None = None):
+    """Load the image-only processor of a checkpoint folder, with a clear error when its files are missing.
+
+    `min_pixels` / `max_pixels` override the resize bounds saved with the checkpoint (None keeps them). Our data
+    pipeline resizes first with the same bounds (`pixel_bounds`), so the processor's own resize is a no-op, as with
+    qwen-vl-utils.
+    """
+    folder = Path(path)
+    if folder.is_dir():
+        names = {p.name for p in folder.iterdir()}
+        if not names.intersection(PROCESSOR_FILES):
+            raise FileNotFoundError(
+                f"{folder}: no tokenizer files ({', '.join(PROCESSOR_FILES)}). Point model_path at a full checkpoint "
+                "folder (with tokenizer and preprocessor_config.json), or save the processor there with "
+                "processor.save_pretrained()."
+            )
+        if not names.intersection(IMAGE_PROCESSOR_FILES):
+            raise FileNotFoundError(
+                f"{folder}: no image processor config (preprocessor_config.json). Copy it from the base model folder."
+            )
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    image_processor = AutoImageProcessor.from_pretrained(str(path))
+    template = tokenizer.chat_template or QWEN2_5_VL_CHAT_TEMPLATE
+    processor = Qwen2_5_VLImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+    return with_pixel_bounds(processor, min_pixels, max_pixels)
+
+
+def with_pixel_bounds(processor, min_pixels: int | None = None, max_pixels: int | None = None):
+    """The processor itself when the bounds are unchanged (None = keep), else a copy with new resize bounds."""
+    low, high = pixel_bounds(processor)
+    low = low if min_pixels is None else int(min_pixels)
+    high = high if max_pixels is None else int(max_pixels)
+    if (low, high) == pixel_bounds(processor):
+        return processor
+    if low > high:
+        raise ValueError(f"min_pixels {low} is larger than max_pixels {high}")
+    image_processor = copy.copy(processor.image_processor)
+    image_processor.size = {**dict(image_processor.size or {}), "shortest_edge": low, "longest_edge": high}
+    image_processor.min_pixels, image_processor.max_pixels = low, high
+    return Qwen2_5_VLImageOnlyProcessor(
+        image_processor=image_processor, tokenizer=processor.tokenizer, chat_template=processor.chat_template
+    )
+
+
+def pixel_bounds(processor) -> tuple[int, int]:
+    """(min_pixels, max_pixels) the processor resizes images to: the bounds saved with its checkpoint, unless
+    overridden when loading. Data, evaluation and sampling read them from here, so configs need not repeat them."""
+    image_processor = processor.image_processor
+    size = dict(image_processor.size or {})
+    low = size.get("shortest_edge", getattr(image_processor, "min_pixels", None))
+    high = size.get("longest_edge", getattr(image_processor, "max_pixels", None))
+    if low is None or high is None:
+        raise ValueError(f"{type(image_processor).__name__} has no pixel bounds (size: {size}); set data.min_pixels / max_pixels")
+    return int(low), int(high)
