@@ -35,7 +35,9 @@ from callbacks.difficulty_writer import DifficultyWriter  # noqa: E402
 from callbacks.generative_eval import GenerativeEval  # noqa: E402
 from datamodules.vlm_data import VLMDataModule  # noqa: E402
 
-set_parsing_settings(docstring_parse_attribute_docstrings=True, omegaconf_absolute_to_relative_paths=True)  # dataclass field docstrings appear in --help
+set_parsing_settings(
+    docstring_parse_attribute_docstrings=True, omegaconf_absolute_to_relative_paths=True
+)  # dataclass field docstrings appear in --help
 
 
 @dataclass

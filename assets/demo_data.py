@@ -86,10 +86,12 @@ def _problem(question: str, answer: str, image: str, rid: str) -> dict:
 def _messages(row: dict) -> dict:
     return {
         "id": row["id"],
-        "messages": [{"role": "user", "content": "<image>" + row["problem"]},
-                     {"role": "assistant", "content": row["solution"]}],
+        "messages": [
+            {"role": "user", "content": "<image>" + row["problem"]},
+            {"role": "assistant", "content": row["solution"]},
+        ],
         "images": [row["image"]],
-    }  # fmt: skip
+    }
 
 
 def _write(path: Path, rows: list[dict]) -> None:

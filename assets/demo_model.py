@@ -51,21 +51,39 @@ def build_demo_model(out_dir: str | Path, seed: int = 0) -> Path:
     vocab = (len(tok) + 63) // 64 * 64
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": vocab, "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
-            "num_hidden_layers": c.num_hidden_layers, "num_attention_heads": c.num_attention_heads,
-            "num_key_value_heads": c.num_key_value_heads, "rms_norm_eps": c.rms_norm_eps,
+            "vocab_size": vocab,
+            "hidden_size": c.hidden_size,
+            "intermediate_size": c.intermediate_size,
+            "num_hidden_layers": c.num_hidden_layers,
+            "num_attention_heads": c.num_attention_heads,
+            "num_key_value_heads": c.num_key_value_heads,
+            "rms_norm_eps": c.rms_norm_eps,
             "max_position_embeddings": 8192,
-            "rope_parameters": {"rope_type": "default", "rope_theta": float(getattr(c, "rope_theta", None) or 1e5),
-                                "mrope_section": [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]},
-            "bos_token_id": ids("<|endoftext|>"), "eos_token_id": ids("<|im_end|>"),
-            "pad_token_id": ids("<|endoftext|>"), "tie_word_embeddings": True,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": float(getattr(c, "rope_theta", None) or 1e5),
+                "mrope_section": [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16],
+            },
+            "bos_token_id": ids("<|endoftext|>"),
+            "eos_token_id": ids("<|im_end|>"),
+            "pad_token_id": ids("<|endoftext|>"),
+            "tie_word_embeddings": True,
         },
-        vision_config={"depth": 2, "hidden_size": 128, "intermediate_size": 256, "num_heads": 2,
-                       "out_hidden_size": c.hidden_size, "fullatt_block_indexes": [1], "window_size": 112},
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        vision_config={
+            "depth": 2,
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_heads": 2,
+            "out_hidden_size": c.hidden_size,
+            "fullatt_block_indexes": [1],
+            "window_size": 112,
+        },
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=True,
-    )  # fmt: skip
+    )
     torch.manual_seed(seed)
     vlm = Qwen2_5_VLForConditionalGeneration(config)
     source = lm.state_dict()

@@ -1,6 +1,6 @@
 """Small files in the official DC-SFT layouts, written on demand for tests and benchmarks.
 
-    python -c "from assets.test_data import write_color_data; print(write_color_data(__import__('pathlib').Path('/tmp/c')))"
+python -c "from assets.test_data import write_color_data; print(write_color_data(__import__('pathlib').Path('/tmp/c')))"
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ def write_color_data(
         color = names[i % len(names)]
         Image.new("RGB", (size, size), COLORS[color]).save(folder / "images" / f"{i}.png")
         if fmt == "messages":
-            messages = [{"role": "user", "content": "<image>" + COLOR_QUESTION}, {"role": "assistant", "content": color}]
+            messages = [
+                {"role": "user", "content": "<image>" + COLOR_QUESTION},
+                {"role": "assistant", "content": color},
+            ]
             rows.append({"messages": messages, "images": [f"images/{i}.png"]})
         else:
             rows.append({"problem": COLOR_QUESTION, "solution": color, "image": f"images/{i}.png"})

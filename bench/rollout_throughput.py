@@ -49,8 +49,6 @@ from bench.common import (
     write_subset_json,
 )
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
-
 
 @dataclass
 class Tally:
@@ -67,11 +65,15 @@ class Tally:
 def estimator(model_path: str, k: int, max_new: int, temperature: float, top_p: float, top_k: int):
     """Our DifficultyEstimator as the predict config builds it (fp32, no LoRA), with its model loaded."""
     from lightning_modules.difficulty import DifficultyEstimator
+    from lightning_modules.sampling import SamplingConfig
     from lightning_modules.vlm import VLMOptions
 
-    est = DifficultyEstimator(model_path, vlm=VLMOptions(dtype="float32", lora=None), k=k, max_new_tokens=max_new,
-                              temperature=temperature, top_p=top_p, top_k=top_k, scorer="exact", seed=42,
-                              keep_answers=True)  # fmt: skip
+    sampling = SamplingConfig(
+        k=k, max_new_tokens=max_new, do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k, seed=42
+    )
+    est = DifficultyEstimator(
+        model_path, vlm=VLMOptions(dtype="float32", lora=None), sampling=sampling, scorer="exact", keep_answers=True
+    )
     est.configure_model()
     return est
 
@@ -91,12 +93,15 @@ def record_lengths(tally: Tally):
     difficulty.sample = sample
 
 
-def official_pass(model, processor, batch: dict[str, Any], k: int, kwargs: dict[str, Any], stops: set[int],
-                  score, tally: Tally) -> list[dict[str, Any]]:  # fmt: skip
+def official_pass(
+    model, processor, batch: dict[str, Any], k: int, kwargs: dict[str, Any], stops: set[int], score, tally: Tally
+) -> list[dict[str, Any]]:
     """k separate `generate` passes over one batch, then decoding and scoring as `predict_step` does."""
     import torch
 
-    inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+    from datamodules.collate import model_inputs
+
+    inputs = model_inputs(batch)
     prompt_len = inputs["input_ids"].shape[1]
     answers: list[list[str]] = [[] for _ in batch["ids"]]
     tok = processor.tokenizer
@@ -120,35 +125,56 @@ def run_config(name: str, model_path: str, data_file: str, args: argparse.Namesp
     """Build both sides for one model, time them interleaved, print the figures; returns ours/official."""
     import torch
 
+    from datamodules.images import MIN_PIXELS, OFFICIAL_TRAIN_MAX_PIXELS
     from datamodules.vlm_data import VLMDataModule
     from lightning_modules.sampling import banned_token_ids, stop_token_ids
 
     k, max_new = args.k, args.max_new_tokens
-    data = VLMDataModule(model_path=model_path, predict_file=data_file, eval_batch_size=args.batch, max_length=None)
+    # Pixel bounds pinned to what the figures were measured with (the demo checkpoint's processor now asks for
+    # 112x112 at least, i.e. 16 image tokens per easy-vqa image instead of 4); a no-op for the tiny model.
+    data = VLMDataModule(
+        model_path=model_path,
+        predict_file=data_file,
+        eval_batch_size=args.batch,
+        max_length=None,
+        min_pixels=MIN_PIXELS,
+        max_pixels=OFFICIAL_TRAIN_MAX_PIXELS,
+    )
     data.setup("predict")
     batches = list(data.predict_dataloader())
     n_items = sum(len(b["ids"]) for b in batches)
     est = estimator(model_path, k, max_new, args.temperature, args.top_p, args.top_k)
     model, processor = est.model, est.processor
     stops, banned = stop_token_ids(processor, model), banned_token_ids(processor)
-    gen_kwargs = {"do_sample": True, "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
-                  "max_new_tokens": max_new, "eos_token_id": stops, "suppress_tokens": banned,
-                  "pad_token_id": processor.tokenizer.pad_token_id}  # fmt: skip
+    gen_kwargs = {
+        "do_sample": True,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "max_new_tokens": max_new,
+        "eos_token_id": stops,
+        "suppress_tokens": banned,
+        "pad_token_id": processor.tokenizer.pad_token_id,
+    }
     tallies = {"ours": Tally(), "official": Tally()}
     record_lengths(tallies["ours"])
     sides = {
         "ours": lambda i, batch: sum(row["correct"] for row in est.predict_step(batch, i)),
-        "official": lambda i, batch: sum(row["correct"] for row in official_pass(
-            model, processor, batch, k, gen_kwargs, set(stops), est.score, tallies["official"])),
-    }  # fmt: skip
+        "official": lambda i, batch: sum(
+            row["correct"]
+            for row in official_pass(model, processor, batch, k, gen_kwargs, set(stops), est.score, tallies["official"])
+        ),
+    }
 
     image_tokens = int((batches[0]["input_ids"][0] == model.config.image_token_id).sum())
     prompt_lens = [int(m.sum()) for b in batches for m in b["attention_mask"]]
     print(f"[{name}] {describe_vlm(model, processor)}")
-    print(f"  {n_items} items in {len(batches)} batches of {args.batch} (left padded), {image_tokens} image tokens "
-          f"per item, prompts {min(prompt_lens)}-{max(prompt_lens)} tokens; k {k}, T {args.temperature}, top-p "
-          f"{args.top_p}, top-k {args.top_k}, max_new_tokens {max_new}; stop ids {stops}; suppressed {banned}",
-          flush=True)  # fmt: skip
+    print(
+        f"  {n_items} items in {len(batches)} batches of {args.batch} (left padded), {image_tokens} image tokens "
+        f"per item, prompts {min(prompt_lens)}-{max(prompt_lens)} tokens; k {k}, T {args.temperature}, top-p "
+        f"{args.top_p}, top-k {args.top_k}, max_new_tokens {max_new}; stop ids {stops}; suppressed {banned}",
+        flush=True,
+    )
 
     torch.manual_seed(0)
     est.predict_step(batches[0], 0)  # warm-up: one batch of ours, one generate pass of the official loop
@@ -214,10 +240,12 @@ def main() -> None:
     from assets.test_data import write_color_data
 
     start = time.perf_counter()
-    print(f"Rollout throughput, ours (DifficultyEstimator.predict_step: shared prefill, per-item generators) vs k "
-          f"separate passes of HF generate(do_sample=True) at batch {args.batch}; "
-          f"{versions('torch', 'transformers', 'lightning')}; torch threads {torch.get_num_threads()}; fp32; "
-          f"timings: median of interleaved passes over all items after a one-batch warm-up per side")  # fmt: skip
+    print(
+        f"Rollout throughput, ours (DifficultyEstimator.predict_step: shared prefill, per-item generators) vs k "
+        f"separate passes of HF generate(do_sample=True) at batch {args.batch}; "
+        f"{versions('torch', 'transformers', 'lightning')}; torch threads {torch.get_num_threads()}; fp32; "
+        f"timings: median of interleaved passes over all items after a one-batch warm-up per side"
+    )
     ratios = {}
     with tempfile.TemporaryDirectory(prefix="bench_rollout_") as tmp:
         workdir = Path(tmp)
@@ -226,10 +254,16 @@ def main() -> None:
         items = write_color_data(workdir / "items", n=args.tiny_items, fmt="problem", size=56)
         ratios["tiny"] = run_config("tiny, colour-tuned", str(tiny), str(items), args, args.tiny_rounds)
         if not args.skip_demo:
-            demo_items = write_subset_json(resolve("demo://easy_vqa/train_grpo.json"), workdir / "demo.json",
-                                           args.demo_items)  # fmt: skip
-            ratios["demo"] = run_config("demo 135M SmolLM2-in-Qwen2.5-VL, easy-vqa", resolve("demo://smollm2-vl"),
-                                        str(demo_items), args, args.demo_rounds)  # fmt: skip
+            demo_items = write_subset_json(
+                resolve("demo://easy_vqa/train_grpo.json"), workdir / "demo.json", args.demo_items
+            )
+            ratios["demo"] = run_config(
+                "demo 135M SmolLM2-in-Qwen2.5-VL, easy-vqa",
+                resolve("demo://smollm2-vl"),
+                str(demo_items),
+                args,
+                args.demo_rounds,
+            )
     print(f"total wall time {time.perf_counter() - start:.0f} s")
     print(f"ratio_tiny: {ratios['tiny']:.3f}")
     if "demo" in ratios:

@@ -64,7 +64,6 @@ from bench.common import (
 
 LR = 1e-5
 TOTAL_STEPS = 1000  # length of both LR schedules (only their step cost matters here)
-IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,8 @@ class Paths:
 
 def batch_info(batch: dict[str, Any], image_token_id: int) -> dict[str, Any]:
     """Shapes that must agree between the two sides."""
+    from datamodules.collate import IGNORE_INDEX
+
     ids, labels = batch["input_ids"], batch["labels"]
     return {
         "sequences": int(ids.shape[0]),
@@ -102,8 +103,9 @@ def build_ours(paths: Paths, batch_size: int) -> Side:
 
     opts = VLMOptions(dtype="float32", lora=LoraOptions())
     model, processor, optimizer, scheduler = build_sft_step(paths.model, opts, lr=LR, total_steps=TOTAL_STEPS)
-    data = VLMDataModule(model_path=paths.model, train_file=paths.data, batch_size=batch_size, shuffle=False,
-                         max_length=None)  # fmt: skip
+    data = VLMDataModule(
+        model_path=paths.model, train_file=paths.data, batch_size=batch_size, shuffle=False, max_length=None
+    )
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
 
@@ -112,10 +114,14 @@ def build_ours(paths: Paths, batch_size: int) -> Side:
 
     tok = processor.tokenizer
     info = batch_info(batch, tok.convert_tokens_to_ids("<|image_pad|>"))
-    info.update(params=count_params(model), trainable=count_params(model, trainable_only=True),
-                optimizer=type(optimizer).__name__, vocab=len(tok),
-                embedding_rows=model.get_base_model().config.get_text_config().vocab_size,
-                hidden=model.get_base_model().config.get_text_config().hidden_size)  # fmt: skip
+    info.update(
+        params=count_params(model),
+        trainable=count_params(model, trainable_only=True),
+        optimizer=type(optimizer).__name__,
+        vocab=len(tok),
+        embedding_rows=model.get_base_model().config.get_text_config().vocab_size,
+        hidden=model.get_base_model().config.get_text_config().hidden_size,
+    )
     return Side("ours", step, info)
 
 
@@ -131,11 +137,13 @@ def trl_records(data_file: str) -> list[dict[str, Any]]:
         user, assistant = row["messages"]
         # TRL's prepare_multimodal_messages puts the image before the user text, as the "<image>" prefix does ours
         assert user["content"].startswith(IMAGE_MARKER)
-        records.append({
-            "prompt": [{"role": "user", "content": user["content"][len(IMAGE_MARKER):]}],
-            "completion": [{"role": "assistant", "content": assistant["content"]}],
-            "images": [load_image(folder / p) for p in row["images"]],
-        })  # fmt: skip
+        records.append(
+            {
+                "prompt": [{"role": "user", "content": user["content"][len(IMAGE_MARKER) :]}],
+                "completion": [{"role": "assistant", "content": assistant["content"]}],
+                "images": [load_image(folder / p) for p in row["images"]],
+            }
+        )
     return records
 
 
@@ -156,17 +164,38 @@ def build_trl(paths: Paths, batch_size: int, workdir: str) -> list[Side]:
     processor = load_processor(paths.model)  # the image-only processor, registered with AutoProcessor
     model = AutoModelForImageTextToText.from_pretrained(paths.model, dtype=torch.float32, attn_implementation="sdpa")
     lora = LoraOptions()
-    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                             target_modules=LANGUAGE_LINEARS, bias="none")  # fmt: skip
+    peft_config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=LANGUAGE_LINEARS, bias="none"
+    )
     args = SFTConfig(
-        output_dir=str(Path(workdir) / "trl_out"), per_device_train_batch_size=batch_size, learning_rate=LR,
-        weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, optim="adamw_torch", lr_scheduler_type="cosine",
-        max_steps=TOTAL_STEPS, use_cpu=True, bf16=False, gradient_checkpointing=False, remove_unused_columns=False,
-        max_length=None, report_to="none", save_strategy="no", logging_steps=10**6, dataloader_num_workers=0,
-        seed=0, disable_tqdm=True,
-    )  # fmt: skip
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(trl_records(paths.data)),
-                         processing_class=processor, peft_config=peft_config)  # fmt: skip
+        output_dir=str(Path(workdir) / "trl_out"),
+        per_device_train_batch_size=batch_size,
+        learning_rate=LR,
+        weight_decay=0.1,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        optim="adamw_torch",
+        lr_scheduler_type="cosine",
+        max_steps=TOTAL_STEPS,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        remove_unused_columns=False,
+        max_length=None,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**6,
+        dataloader_num_workers=0,
+        seed=0,
+        disable_tqdm=True,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(trl_records(paths.data)),
+        processing_class=processor,
+        peft_config=peft_config,
+    )
     trainer.create_optimizer_and_scheduler(num_training_steps=TOTAL_STEPS)
     batch = next(iter(trainer.get_train_dataloader()))
     num_items = trainer._get_num_items_in_batch([batch], trainer.args.device)  # as Trainer.train computes it
@@ -186,10 +215,14 @@ def build_trl(paths: Paths, batch_size: int, workdir: str) -> list[Side]:
             return step()
 
     info = batch_info(batch, processor.tokenizer.convert_tokens_to_ids("<|image_pad|>"))
-    info.update(params=count_params(model), trainable=count_params(model, trainable_only=True),
-                optimizer=type(optimizer).__name__, vocab=len(processor.tokenizer),
-                embedding_rows=model.get_base_model().config.get_text_config().vocab_size,
-                hidden=model.get_base_model().config.get_text_config().hidden_size)  # fmt: skip
+    info.update(
+        params=count_params(model),
+        trainable=count_params(model, trainable_only=True),
+        optimizer=type(optimizer).__name__,
+        vocab=len(processor.tokenizer),
+        embedding_rows=model.get_base_model().config.get_text_config().vocab_size,
+        hidden=model.get_base_model().config.get_text_config().hidden_size,
+    )
     return [Side("TRL", step, info), Side("TRL-compact", step_compact, info)]
 
 
@@ -211,8 +244,8 @@ def memory_worker(name: str, paths: Paths, batch_size: int, workdir: str, steps:
 # ------------------------------------------------------------------------------------------------------------ main
 def prepare(workdir: Path, cfg: Config, batch_size: int, hidden: int) -> Paths:
     """The tiny model folder for the tokenizer (built once) and `batch_size` examples with this image size."""
-    from assets.tiny import build_tiny_vlm
     from assets.test_data import write_color_data
+    from assets.tiny import build_tiny_vlm
 
     model_dir = workdir / f"model_{cfg.tokenizer}"
     if not (model_dir / "config.json").exists():
@@ -239,11 +272,13 @@ def time_interleaved(sides: list[Side], warmup: int, rounds: int) -> tuple[dict[
 def describe(cfg: Config, ours: dict[str, Any], trl: dict[str, Any]) -> str:
     keys = ["sequences", "padded_length", "real_tokens", "image_tokens", "supervised_tokens", "pixel_rows"]
     rows = [f"  {k:18s} ours {ours[k]:>6}   TRL {trl[k]:>6}" for k in keys]
-    head = (f"[{cfg.name}] tokenizer {ours['vocab']:,} tokens (embedding/lm_head rows {ours['embedding_rows']:,}), "
-            f"hidden {ours['hidden']}, {cfg.image_size}x{cfg.image_size} images; params ours "
-            f"{fmt_params(ours['params'])} / TRL {fmt_params(trl['params'])}, trainable (LoRA) "
-            f"{fmt_params(ours['trainable'])} / {fmt_params(trl['trainable'])}; optimizers {ours['optimizer']} / "
-            f"{trl['optimizer']}")  # fmt: skip
+    head = (
+        f"[{cfg.name}] tokenizer {ours['vocab']:,} tokens (embedding/lm_head rows {ours['embedding_rows']:,}), "
+        f"hidden {ours['hidden']}, {cfg.image_size}x{cfg.image_size} images; params ours "
+        f"{fmt_params(ours['params'])} / TRL {fmt_params(trl['params'])}, trainable (LoRA) "
+        f"{fmt_params(ours['trainable'])} / {fmt_params(trl['trainable'])}; optimizers {ours['optimizer']} / "
+        f"{trl['optimizer']}"
+    )
     return "\n".join([head, *rows])
 
 
@@ -261,8 +296,11 @@ def main() -> None:
     parser.add_argument(
         "--compact-memory", action="store_true", help="also measure TRL-compact's memory (+2 processes)"
     )
-    parser.add_argument("--large", action="store_true", help="add the real vocabulary with 448x448 images (256 "
-                        "image tokens per image); about +1.5 min")  # fmt: skip
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="add the real vocabulary with 448x448 images (256 image tokens per image); about +1.5 min",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     args = parser.parse_args()
 
@@ -275,12 +313,16 @@ def main() -> None:
         configs.append(Config("real_vocab_256img", "qwen", 448))
     default_rounds = {"tiny_vocab": 20, "real_vocab": 5, "real_vocab_256img": 3}
     start = time.perf_counter()
-    print(f"SFT step, ours vs TRL SFTTrainer; {versions('torch', 'transformers', 'trl', 'peft', 'lightning')}; "
-          f"torch threads {torch.get_num_threads()}; batch {args.batch}; fp32; SDPA; LoRA r32/a64/dropout 0.05 on LM "
-          f"linears; AdamW lr {LR:g}; times: median per step, interleaved in one process after "
-          f"{args.warmup} warm-up steps; data preparation excluded on every side")  # fmt: skip
-    print("TRL-compact = TRL with its fused LM head scoring supervised positions only, as on CUDA with Triton (not "
-          "stock TRL on CPU; an estimate of the GPU gap)")  # fmt: skip
+    print(
+        f"SFT step, ours vs TRL SFTTrainer; {versions('torch', 'transformers', 'trl', 'peft', 'lightning')}; "
+        f"torch threads {torch.get_num_threads()}; batch {args.batch}; fp32; SDPA; LoRA r32/a64/dropout 0.05 on LM "
+        f"linears; AdamW lr {LR:g}; times: median per step, interleaved in one process after "
+        f"{args.warmup} warm-up steps; data preparation excluded on every side"
+    )
+    print(
+        "TRL-compact = TRL with its fused LM head scoring supervised positions only, as on CUDA with Triton (not "
+        "stock TRL on CPU; an estimate of the GPU gap)"
+    )
 
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_sft_") as tmp:
@@ -294,35 +336,53 @@ def main() -> None:
             res: dict[str, Any] = {name: median(times[name]) for name in SIDES}
             res["ratio"] = res["ours"] / res["TRL"]
             res["ratio_compact"] = res["ours"] / res["TRL-compact"]
-            print(f"  first-step loss    ours {losses[0]:.4f}   TRL {losses[1]:.4f}   (LoRA B = 0: the base model's; "
-                  f"TRL also supervises the '\\n' after <|im_end|>)")  # fmt: skip
-            print(f"  step time, median of {rounds}:  ours {fmt_ms(res['ours'])}   TRL {fmt_ms(res['TRL'])}   "
-                  f"TRL-compact {fmt_ms(res['TRL-compact'])}   ours/TRL {res['ratio']:.3f}   ours/TRL-compact "
-                  f"{res['ratio_compact']:.3f}", flush=True)  # fmt: skip
+            print(
+                f"  first-step loss    ours {losses[0]:.4f}   TRL {losses[1]:.4f}   (LoRA B = 0: the base model's; "
+                f"TRL also supervises the '\\n' after <|im_end|>)"
+            )
+            print(
+                f"  step time, median of {rounds}:  ours {fmt_ms(res['ours'])}   TRL {fmt_ms(res['TRL'])}   "
+                f"TRL-compact {fmt_ms(res['TRL-compact'])}   ours/TRL {res['ratio']:.3f}   ours/TRL-compact "
+                f"{res['ratio_compact']:.3f}",
+                flush=True,
+            )
             results[cfg.name] = res
             del sides
             gc.collect()
 
         if not args.no_memory:
-            print(f"peak memory of a step: one fresh spawned process per side, peak RSS during {args.mem_steps} "
-                  f"step(s) minus RSS just before (after 1 warm-up step); glibc env {MALLOC_ENV}")  # fmt: skip
+            print(
+                f"peak memory of a step: one fresh spawned process per side, peak RSS during {args.mem_steps} "
+                f"step(s) minus RSS just before (after 1 warm-up step); glibc env {MALLOC_ENV}"
+            )
             mem_sides = SIDES if args.compact_memory else SIDES[:2]
             for cfg in configs:
-                mem = {name: run_in_fresh_process(memory_worker, name, all_paths[cfg.name], args.batch, tmp,
-                                                  args.mem_steps, env=MALLOC_ENV) for name in mem_sides}  # fmt: skip
+                mem = {
+                    name: run_in_fresh_process(
+                        memory_worker, name, all_paths[cfg.name], args.batch, tmp, args.mem_steps, env=MALLOC_ENV
+                    )
+                    for name in mem_sides
+                }
                 results[cfg.name]["mem"] = mem
-                parts = [f"{name} {mem[name]['step_mib']:.0f} MiB (first step {mem[name]['first_step_mib']:.0f}, "
-                         f"RSS before {mem[name]['baseline_mib']:.0f})" for name in mem_sides]  # fmt: skip
+                parts = [
+                    f"{name} {mem[name]['step_mib']:.0f} MiB (first step {mem[name]['first_step_mib']:.0f}, "
+                    f"RSS before {mem[name]['baseline_mib']:.0f})"
+                    for name in mem_sides
+                ]
                 note = "" if all(m["reset"] for m in mem.values()) else "  [peak reset unsupported: lifetime peaks]"
                 print(f"  [{cfg.name}] step peak RSS increase: " + ";  ".join(parts) + note, flush=True)
 
-    print("\n| configuration | ours step | TRL step | TRL-compact step | ours/TRL | ours/TRL-compact | peak +RSS ours "
-          "| TRL | TRL-compact |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    print(
+        "\n| configuration | ours step | TRL step | TRL-compact step | ours/TRL | ours/TRL-compact | peak +RSS ours "
+        "| TRL | TRL-compact |\n|---|---|---|---|---|---|---|---|---|"
+    )
     for cfg in configs:
         res = results[cfg.name]
         mem = [f"{res['mem'][n]['step_mib']:.0f} MiB" if n in res.get("mem", {}) else "-" for n in SIDES]
-        print(f"| {cfg.name} | {fmt_ms(res['ours'])} | {fmt_ms(res['TRL'])} | {fmt_ms(res['TRL-compact'])} | "
-              f"{res['ratio']:.3f} | {res['ratio_compact']:.3f} | {' | '.join(mem)} |")  # fmt: skip
+        print(
+            f"| {cfg.name} | {fmt_ms(res['ours'])} | {fmt_ms(res['TRL'])} | {fmt_ms(res['TRL-compact'])} | "
+            f"{res['ratio']:.3f} | {res['ratio_compact']:.3f} | {' | '.join(mem)} |"
+        )
     print(f"total wall time {time.perf_counter() - start:.0f} s")
     for cfg in configs:
         if cfg.headline == "ratio_tiny_vocab":

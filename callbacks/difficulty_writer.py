@@ -49,8 +49,10 @@ class DifficultyWriter(BasePredictionWriter):
         dm = trainer.datamodule
         linked = dm.hparams.get("predict_done_file")
         if linked is not None and Path(linked).resolve() != self.output.resolve():
-            raise ValueError(f"data.predict_done_file {linked} is not this writer's output {self.output}; "
-                             "leave it unset in configs (train.py links it)")  # fmt: skip
+            raise ValueError(
+                f"data.predict_done_file {linked} is not this writer's output {self.output}; "
+                "leave it unset in configs (train.py links it)"
+            )
         ids = set(dm.predict_ids)
         done = done_rows(self.output).keys() & ids
         if done and linked is None:
@@ -87,11 +89,21 @@ class DifficultyWriter(BasePredictionWriter):
         order = trainer.datamodule.predict_ids
         missing = [i for i in order if i not in rows]
         if missing:
-            raise RuntimeError(f"difficulty estimation incomplete: {len(missing)} items missing (e.g. {missing[:3]}); "
-                               "run the same predict command again to finish them")  # fmt: skip
-        result = [DifficultyRow(id=i, correct=rows[i]["correct"], k=rows[i]["k"], pass_rate=rows[i]["pass_rate"],
-                                answers=tuple(rows[i]["answers"]) if rows[i].get("answers") is not None else None,
-                                solution=rows[i].get("solution")) for i in order]  # fmt: skip
+            raise RuntimeError(
+                f"difficulty estimation incomplete: {len(missing)} items missing (e.g. {missing[:3]}); "
+                "run the same predict command again to finish them"
+            )
+        result = [
+            DifficultyRow(
+                id=i,
+                correct=rows[i]["correct"],
+                k=rows[i]["k"],
+                pass_rate=rows[i]["pass_rate"],
+                answers=tuple(rows[i]["answers"]) if rows[i].get("answers") is not None else None,
+                solution=rows[i].get("solution"),
+            )
+            for i in order
+        ]
         self.output.parent.mkdir(parents=True, exist_ok=True)
         write_difficulty(self.output, result)
         for shard in self.shards.glob("*.jsonl") if self.shards.exists() else []:

@@ -42,8 +42,10 @@ def summarize(benchmark: Benchmark, items: list[EvalItem], results: list[dict[st
     """Accuracy (%), fallback share and per-group accuracies, keyed by metric name."""
     name = benchmark.name
     n = len(results)
-    metrics = {f"val/{name}/acc": round(100.0 * sum(r["correct"] for r in results) / max(n, 1), 2),
-               f"val/{name}/fallback_rate": 100.0 * sum(r["fallback"] for r in results) / max(n, 1)}  # fmt: skip
+    metrics = {
+        f"val/{name}/acc": round(100.0 * sum(r["correct"] for r in results) / max(n, 1), 2),
+        f"val/{name}/fallback_rate": 100.0 * sum(r["fallback"] for r in results) / max(n, 1),
+    }
     groups: dict[str, list[bool]] = defaultdict(list)
     for item, result in zip(items, results):
         for group, values in benchmark.breakdown_keys(item).items():
@@ -74,10 +76,22 @@ class GenerativeEval(L.Callback):
         breakdowns: log per-group accuracies (subject, class, ...) besides the overall accuracy.
     """
 
-    def __init__(self, benchmarks: list[Benchmark] | None = None, every_n_epochs: int = 1, every_n_steps: int = 0,
-                 at_fit_start: bool = False, at_fit_end: bool = False, limit: int | None = None, subset_seed: int = 42, batch_size: int = 16,
-                 max_new_tokens: int = 128, min_pixels: int | None = None, max_pixels: int | None = None,
-                 output_dir: str | None = None, breakdowns: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        benchmarks: list[Benchmark] | None = None,
+        every_n_epochs: int = 1,
+        every_n_steps: int = 0,
+        at_fit_start: bool = False,
+        at_fit_end: bool = False,
+        limit: int | None = None,
+        subset_seed: int = 42,
+        batch_size: int = 16,
+        max_new_tokens: int = 128,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        output_dir: str | None = None,
+        breakdowns: bool = True,
+    ) -> None:
         self.benchmarks = list(benchmarks or [])
         self.every_n_epochs = every_n_epochs
         self.every_n_steps = every_n_steps
@@ -138,8 +152,10 @@ class GenerativeEval(L.Callback):
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
             sources = [item.image_sources() for item in chunk]
-            samples = [Sample(item.id, [{"role": "user", "content": IMAGE_MARKER * len(src) + item.prompt}], [])
-                       for item, src in zip(chunk, sources)]  # fmt: skip
+            samples = [
+                Sample(item.id, [{"role": "user", "content": IMAGE_MARKER * len(src) + item.prompt}], [])
+                for item, src in zip(chunk, sources)
+            ]
             batch = encoder.prompts(samples, images=sources)
             batch = {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             for completions in sample(model, batch, cfg, stops, banned):
@@ -187,13 +203,23 @@ class GenerativeEval(L.Callback):
         results = []
         for index, item in enumerate(items):
             score = bench.score(item, responses[index], rng)
-            results.append({"id": item.id, "prompt": item.prompt, "response": responses[index],
-                            "extracted": score.extracted, "gold": _jsonable(item.gold), "correct": bool(score.correct),
-                            "fallback": bool(score.fallback)})  # fmt: skip
+            results.append(
+                {
+                    "id": item.id,
+                    "prompt": item.prompt,
+                    "response": responses[index],
+                    "extracted": score.extracted,
+                    "gold": _jsonable(item.gold),
+                    "correct": bool(score.correct),
+                    "fallback": bool(score.fallback),
+                }
+            )
         metrics = summarize(bench, items, results)
         elapsed = time.perf_counter() - t0
-        rank_zero_info(f"[eval] {bench.name}: acc {metrics[f'val/{bench.name}/acc']:.2f} on {len(items)} items "
-                       f"({len(items) / max(elapsed, 1e-9):.1f} items/s)")  # fmt: skip
+        rank_zero_info(
+            f"[eval] {bench.name}: acc {metrics[f'val/{bench.name}/acc']:.2f} on {len(items)} items "
+            f"({len(items) / max(elapsed, 1e-9):.1f} items/s)"
+        )
         if trainer.is_global_zero:
             self._write(trainer, bench.name, results)
         return metrics

@@ -1,6 +1,6 @@
 """Readers for the official DC-SFT data files, as released.
 
-Two formats (paper.md §5, benchmarks.md §3.2), JSON list or JSONL:
+Two formats (the released files of github.com/byyx666/DC-SFT, `data/`), JSON list or JSONL:
 - SFT (ms-swift): `{"messages": [{"role": "user", "content": "<image>Please provide ..."},
   {"role": "assistant", "content": "goose"}], "images": ["/data/dataset/Imagenet/train/..."]}`
 - GRPO / rollouts / evaluation: `{"problem": "...", "solution": "goose", "image": "/data/..."}`

@@ -1,6 +1,6 @@
 """Image loading and Qwen's smart-resize rule (qwen-vl-utils 0.0.10 semantics, without torchvision).
 
-Why our own: qwen-vl-utils 0.0.14 imports torchvision at import time. The rule (benchmarks.md §5): round each side to
+Why our own: qwen-vl-utils 0.0.14 imports torchvision at import time. The rule (qwen-vl-utils `vision_process.py`, github.com/QwenLM/Qwen2.5-VL): round each side to
 the nearest multiple of 28; if the area exceeds `max_pixels` scale down and floor, if below `min_pixels` scale up and
 ceil; then a bicubic PIL resize. The HF image processor's own resize is then a no-op.
 """

@@ -89,7 +89,9 @@ def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     image_processor = AutoImageProcessor.from_pretrained(str(path))
     template = tokenizer.chat_template or QWEN2_5_VL_CHAT_TEMPLATE
-    processor = Qwen2_5_VLImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+    processor = Qwen2_5_VLImageOnlyProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=template
+    )
     return with_pixel_bounds(processor, min_pixels, max_pixels)
 
 
@@ -118,5 +120,7 @@ def pixel_bounds(processor) -> tuple[int, int]:
     low = size.get("shortest_edge", getattr(image_processor, "min_pixels", None))
     high = size.get("longest_edge", getattr(image_processor, "max_pixels", None))
     if low is None or high is None:
-        raise ValueError(f"{type(image_processor).__name__} has no pixel bounds (size: {size}); set data.min_pixels / max_pixels")
+        raise ValueError(
+            f"{type(image_processor).__name__} has no pixel bounds (size: {size}); set data.min_pixels / max_pixels"
+        )
     return int(low), int(high)

@@ -1,6 +1,6 @@
 """Scorers shared by evaluation, GRPO rewards and difficulty estimation (one definition per task).
 
-Faithful re-implementations of the official rules, quirks included (see shared reference `benchmarks.md`):
+Faithful re-implementations of the official rules, quirks included (official sources named per function):
 - DC-SFT `exact()` and `iou()` from `infer/test_dp.py` (classification, grounding);
 - MMMU `parse_multi_choice_response` / `parse_open_response` / `eval_*` from `mmmu/utils/eval_utils.py`, except that
   the parsers return None where the official code calls `random.choice` (the caller draws from a seeded generator);
@@ -244,7 +244,7 @@ _FLOAT_TOKEN = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\
 
 
 def mathvista_fallback_extract(response: str, question_type: str, answer_type: str, choices: list[str] | None) -> str:
-    """Offline APPROXIMATION of MathVista's GPT extractor (benchmarks.md §2.7); not the official pipeline.
+    """Offline APPROXIMATION of MathVista's GPT extractor (the official pipeline asks GPT-4 to extract the answer); not the official pipeline.
 
     MC: the last in-range `(X)`, else the last `answer is X` / `Answer: X`, else the last standalone in-range capital,
     else the option text found last in the response (a longer option wins a tie), else "" (the official failure

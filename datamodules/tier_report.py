@@ -1,7 +1,7 @@
 """Tier report: how a difficulty file splits into tiers, and which answers/classes make up the hard tier.
 
 Why: the paper drops the hard tier (0/k correct), and on ImageNet many "hard" prompts cluster in a few classes
-with obscure or ambiguous names (overskirt, maillot, agaric: paper.md §2 step 3). The report makes that visible
+with obscure or ambiguous names (overskirt, maillot, agaric in the released 7B tier files). The report makes that visible
 before training: counts and shares per tier, a histogram of correct counts 0..k, and the labels most
 over-represented among hard items (lift = share of the label's items that are hard / overall hard share).
 Tests: `python -m pytest tests/test_tiers.py -q`.

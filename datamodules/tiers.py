@@ -1,4 +1,4 @@
-"""Difficulty tiers and selections for DC-SFT (paper §2 steps 3-4), plus the ms-swift export helpers.
+"""Difficulty tiers and selections for DC-SFT (arXiv 2602.10815; official `infer/sample.py`), plus the ms-swift export helpers.
 
 DC-SFT samples k = 8 answers per training prompt from the cold-started model, tiers each prompt by its number of
 correct answers (easy k/k, medium 1..k-1, hard 0/k) and then runs plain SFT on a subset: SFT-M (medium) or SFT-EM
@@ -33,7 +33,7 @@ PRESETS: dict[str, list[str] | None] = {
 
 
 def assign_tier(correct: int, k: int) -> str:
-    """Paper §2 step 3: all right → easy, all wrong → hard, anything in between → medium."""
+    """DC-SFT tiering (official `infer/sample.py`): all right → easy, all wrong → hard, anything in between → medium."""
     if k < 1 or not 0 <= correct <= k:
         raise ValueError(f"need 0 <= correct <= k and k >= 1, got correct={correct}, k={k}")
     if correct == k:
@@ -126,7 +126,7 @@ def select(
 
 @dataclass
 class Selection:
-    """Which training items to keep, given a difficulty file (paper §2 step 4; Fig. 5 for `hard_share`)."""
+    """Which training items to keep, given a difficulty file (SFT-M / SFT-EM; the paper's Fig. 5 for `hard_share`)."""
 
     preset: str | None = None
     """`sft` (all items), `sft_m` (medium tier: SFT-M), `sft_em` (easy + medium: SFT-EM), `sft_e` or `sft_h`."""
@@ -159,7 +159,12 @@ class Selection:
 
     def keeps_all(self) -> bool:
         """True when no item is dropped (standard SFT)."""
-        return self.tiers is None and self.pass_rate_range is None and PRESETS.get(self.preset or "sft") is None and not self.hard_share
+        return (
+            self.tiers is None
+            and self.pass_rate_range is None
+            and PRESETS.get(self.preset or "sft") is None
+            and not self.hard_share
+        )
 
     def describe(self) -> str:
         if self.pass_rate_range is not None:

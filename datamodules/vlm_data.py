@@ -37,8 +37,14 @@ log = logging.getLogger(__name__)
 class SampleDataset(Dataset):
     """Samples -> encoded items (images loaded and smart-resized lazily, so startup stays cheap)."""
 
-    def __init__(self, samples: list[Sample], encoder: Encoder, generation: bool = False,
-                 truncate_to: int | None = None, tiers: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        samples: list[Sample],
+        encoder: Encoder,
+        generation: bool = False,
+        truncate_to: int | None = None,
+        tiers: dict[str, str] | None = None,
+    ) -> None:
         self.samples = samples
         self.encoder = encoder
         self.generation = generation
@@ -145,11 +151,14 @@ class VLMDataModule(L.LightningDataModule):
         selected = [s for s in samples if s.id in keep]
         counts = tier_counts(difficulty, [s.id for s in selected])
         report = tier_report(difficulty)
-        self.report.update({"selection": {"kept": len(selected), "of": len(samples), "tiers": counts},
-                            "tier_report": report})  # fmt: skip
+        self.report.update(
+            {"selection": {"kept": len(selected), "of": len(samples), "tiers": counts}, "tier_report": report}
+        )
         print(format_tier_report(report), flush=True)
-        print(f"[data] selection {selection.describe()}: {len(selected)} of {len(samples)} training items ({counts})",
-              flush=True)  # fmt: skip
+        print(
+            f"[data] selection {selection.describe()}: {len(selected)} of {len(samples)} training items ({counts})",
+            flush=True,
+        )
         if self.trainer is not None and self.trainer.is_global_zero:
             writer = getattr(self.trainer.logger, "experiment", None) if self.trainer.logger else None
             log_tier_report(writer, report, difficulty, self.trainer.global_step, prefix="data/")
@@ -175,8 +184,13 @@ class VLMDataModule(L.LightningDataModule):
                     f"{len(over)} rows exceed max_length {hp.max_length}, e.g. {first['source']} ({first['tokens']} "
                     "tokens). Raise data.max_length, or set data.overlength to 'drop' or 'truncate' (both reported)."
                 )
-            log.warning("%d rows exceed max_length %d and were %s: %s", len(over), hp.max_length,
-                        "dropped" if hp.overlength == "drop" else "truncated", [o["source"] for o in over[:5]])  # fmt: skip
+            log.warning(
+                "%d rows exceed max_length %d and were %s: %s",
+                len(over),
+                hp.max_length,
+                "dropped" if hp.overlength == "drop" else "truncated",
+                [o["source"] for o in over[:5]],
+            )
             self.report["overlength"] = {"policy": hp.overlength, "rows": over}
             if hp.overlength == "drop":
                 ids = {o["id"] for o in over}
@@ -225,24 +239,36 @@ class VLMDataModule(L.LightningDataModule):
             self._sampler.start = self._resume["batches"] * self.hparams.batch_size
             self._resume = {}
         prompt_only = self.hparams.prompt_only
-        return DataLoader(self._dataset(self.train_samples, generation=prompt_only),
-                          batch_size=self.hparams.batch_size, sampler=self._sampler,
-                          collate_fn=self._collate("left" if prompt_only else "right"),
-                          num_workers=self.hparams.num_workers, drop_last=False)  # fmt: skip
+        return DataLoader(
+            self._dataset(self.train_samples, generation=prompt_only),
+            batch_size=self.hparams.batch_size,
+            sampler=self._sampler,
+            collate_fn=self._collate("left" if prompt_only else "right"),
+            num_workers=self.hparams.num_workers,
+            drop_last=False,
+        )
 
     def val_dataloader(self) -> DataLoader:
         if not self.val_samples:  # one empty batch, so that evaluation callbacks run in `validate`
             return DataLoader([[]], batch_size=None, collate_fn=self._collate("right"))
-        return DataLoader(self._dataset(self.val_samples), batch_size=self.hparams.eval_batch_size,
-                          collate_fn=self._collate("right"), num_workers=self.hparams.num_workers)  # fmt: skip
+        return DataLoader(
+            self._dataset(self.val_samples),
+            batch_size=self.hparams.eval_batch_size,
+            collate_fn=self._collate("right"),
+            num_workers=self.hparams.num_workers,
+        )
 
     def predict_dataloader(self) -> DataLoader:
         done = set(done_rows(self.hparams.predict_done_file)) if self.hparams.predict_done_file else set()
         todo = [s for s in self.predict_samples if s.id not in done]
         if self.trainer is not None and self.trainer.world_size > 1:  # contiguous shard per rank, no padding
             todo = [todo[i] for i in shard(len(todo), self.trainer.global_rank, self.trainer.world_size)]
-        return DataLoader(self._dataset(todo, generation=True), batch_size=self.hparams.eval_batch_size,
-                          collate_fn=self._collate("left"), num_workers=self.hparams.num_workers)  # fmt: skip
+        return DataLoader(
+            self._dataset(todo, generation=True),
+            batch_size=self.hparams.eval_batch_size,
+            collate_fn=self._collate("left"),
+            num_workers=self.hparams.num_workers,
+        )
 
     # ------------------------------------------------------------ resumption
     def state_dict(self) -> dict[str, int]:

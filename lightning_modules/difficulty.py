@@ -66,15 +66,26 @@ class DifficultyEstimator(L.LightningModule):
         inputs = model_inputs(batch)
         generators = [item_generator(self.sampling.seed, item_id) for item_id in batch["ids"]]
         with torch.no_grad():
-            completions = sample(self.model, inputs, self.sampling, stop_token_ids(self.processor, self.model),
-                                 banned_token_ids(self.processor), generators)  # fmt: skip
+            completions = sample(
+                self.model,
+                inputs,
+                self.sampling,
+                stop_token_ids(self.processor, self.model),
+                banned_token_ids(self.processor),
+                generators,
+            )
         tok = self.processor.tokenizer
         rows = []
         for item_id, solution, answers_ids in zip(batch["ids"], batch["solutions"], completions):
             answers = [tok.decode(ids, skip_special_tokens=True) for ids in answers_ids]
             correct = sum(bool(self.score(answer, solution)) for answer in answers)
-            row = {"id": item_id, "correct": correct, "k": self.sampling.k, "pass_rate": correct / self.sampling.k,
-                   "solution": solution}  # fmt: skip
+            row = {
+                "id": item_id,
+                "correct": correct,
+                "k": self.sampling.k,
+                "pass_rate": correct / self.sampling.k,
+                "solution": solution,
+            }
             if self.hparams.keep_answers:
                 row["answers"] = answers
             rows.append(row)

@@ -115,8 +115,9 @@ class GRPOModule(L.LightningModule):
         if not self.sampling.do_sample:
             problems.append("sampling.do_sample must be true: a greedy group has identical answers")
         checked(problems, "GRPO")
-        self.hparams.update(vlm=asdict(self.vlm), sampling=asdict(self.sampling), grpo=asdict(self.grpo),
-                            optim=asdict(self.optim))  # fmt: skip
+        self.hparams.update(
+            vlm=asdict(self.vlm), sampling=asdict(self.sampling), grpo=asdict(self.grpo), optim=asdict(self.optim)
+        )
         self.reward_fns = {name: (get_scorer(name), weight) for name, weight in (rewards or {"exact": 1.0}).items()}
         self.automatic_optimization = False
         self.model = None
@@ -142,12 +143,21 @@ class GRPOModule(L.LightningModule):
         step_seed = self.sampling.seed + 1_000_003 * self.global_step  # never the rank: same rollouts on any world size
         generators = [item_generator(step_seed, item_id) for item_id in batch["ids"]]
         with inference_mode(self.model):
-            completions = sample(self.model, inputs, self.sampling, stop_token_ids(self.processor, self.model),
-                                 banned_token_ids(self.processor), generators)  # fmt: skip
+            completions = sample(
+                self.model,
+                inputs,
+                self.sampling,
+                stop_token_ids(self.processor, self.model),
+                banned_token_ids(self.processor),
+                generators,
+            )
         tok = self.processor.tokenizer
         texts = [[tok.decode(c, skip_special_tokens=True) for c in item] for item in completions]
-        rewards = torch.tensor([self.reward(t, sol) for item, sol in zip(texts, batch["solutions"]) for t in item],
-                               dtype=torch.float32, device=self.device)  # fmt: skip  # [B*G]
+        rewards = torch.tensor(
+            [self.reward(t, sol) for item, sol in zip(texts, batch["solutions"]) for t in item],
+            dtype=torch.float32,
+            device=self.device,
+        )  # [B*G]
         seqs = build_sequences(inputs, completions, tok.pad_token_id)
         return {"texts": texts, "rewards": rewards, "seqs": seqs}
 
@@ -167,23 +177,36 @@ class GRPOModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         hp, group = self.grpo, self.sampling.k
         rollout = self.rollout(batch)
-        self.last_rollout = {"ids": list(batch["ids"]), "texts": rollout["texts"], "rewards": rollout["rewards"].tolist()}
+        self.last_rollout = {
+            "ids": list(batch["ids"]),
+            "texts": rollout["texts"],
+            "rewards": rollout["rewards"].tolist(),
+        }
         seqs, rewards = rollout["seqs"], rollout["rewards"]
         advantages = group_advantages(rewards, group, hp.scale_rewards)  # [B*G]
         mask = seqs["completion_mask"]  # [B*G, C]
         ref = self.reference_logprobs(batch, seqs)
         old = None
         if hp.num_iterations > 1:
-            old = sequence_logprobs(self.model, batch, seqs, self.sampling.temperature, with_grad=False, with_entropy=False)[
-                0
-            ]
+            old = sequence_logprobs(
+                self.model, batch, seqs, self.sampling.temperature, with_grad=False, with_entropy=False
+            )[0]
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         for _ in range(hp.num_iterations):
             logp, entropy = sequence_logprobs(self.model, batch, seqs, self.sampling.temperature, with_grad=True)
-            loss, stats = grpo_loss(logp, old, advantages, mask, ref_logp=ref, beta=hp.beta, eps_low=hp.epsilon_low,
-                                    eps_high=hp.epsilon_high, loss_type=hp.loss_type,
-                                    max_completion_length=self.sampling.max_new_tokens)  # fmt: skip
+            loss, stats = grpo_loss(
+                logp,
+                old,
+                advantages,
+                mask,
+                ref_logp=ref,
+                beta=hp.beta,
+                eps_low=hp.epsilon_low,
+                eps_high=hp.epsilon_high,
+                loss_type=hp.loss_type,
+                max_completion_length=self.sampling.max_new_tokens,
+            )
             self.manual_backward(loss / hp.grad_accum)
             if hp.num_iterations > 1 or (batch_idx + 1) % hp.grad_accum == 0:
                 self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
@@ -196,9 +219,13 @@ class GRPOModule(L.LightningModule):
     def log_rollout(self, batch, rollout, loss, stats, entropy, mask) -> None:
         group, rewards = self.sampling.k, rollout["rewards"]
         n = len(batch["ids"])
-        metrics = {"train/loss": loss.detach(), "train/reward/mean": rewards.mean(), "train/reward/std": rewards.std(),
-                   "train/completion_length": mask.sum(1).float().mean(),
-                   "train/entropy": (entropy * mask).sum() / mask.sum().clamp(min=1)}  # fmt: skip
+        metrics = {
+            "train/loss": loss.detach(),
+            "train/reward/mean": rewards.mean(),
+            "train/reward/std": rewards.std(),
+            "train/completion_length": mask.sum(1).float().mean(),
+            "train/entropy": (entropy * mask).sum() / mask.sum().clamp(min=1),
+        }
         metrics.update({f"train/{k}": v for k, v in zero_std_groups(rewards, group).items()})
         metrics.update({f"train/{k}": v for k, v in stats.items()})
         if batch.get("tiers"):  # the data carries a difficulty file: reward and zero-advantage share per tier

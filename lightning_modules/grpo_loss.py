@@ -17,7 +17,7 @@ Aggregation, chosen by ``loss_type`` (M = completion mask, N sequences, T comple
 - ``dapo``:    sum M l / num_items_in_batch                token-level mean; see below for the normaliser
 - ``dr_grpo``: sum M l / (N * max_completion_length)      constant normaliser (Dr. GRPO, arXiv 2503.20783)
 
-Settings of the paper's GRPO runs (paper.md §3): ``loss_type="grpo"``, eps 0.2 both sides, beta 0.04 (0.001 for the
+Settings of the paper's GRPO runs (official `examples/train/grpo_lora.sh` on ms-swift 3.6, github.com/byyx666/DC-SFT): ``loss_type="grpo"``, eps 0.2 both sides, beta 0.04 (0.001 for the
 reasoning task), ``scale_rewards`` on with eps 1e-4, ``num_iterations`` (mu) 1. Deviations and notes:
 
 - Advantages use the *unbiased* group std (Bessel-corrected ``torch.std``, as TRL's ``nanstd`` and ms-swift do), so

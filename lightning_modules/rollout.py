@@ -29,8 +29,13 @@ def build_sequences(batch: dict[str, Any], completions: list[list[list[int]]], p
     comp, comp_mask = comp.to(device), comp_mask.to(device)
     ids = torch.cat([prompt_ids.repeat_interleave(group, 0), comp], dim=1)  # [N, P+C]
     mask = torch.cat([prompt_mask.repeat_interleave(group, 0), comp_mask], dim=1)  # [N, P+C]
-    return {"input_ids": ids, "attention_mask": mask, "completion_mask": comp_mask, "prompt_len": prompt_ids.shape[1],
-            "group": group}  # fmt: skip
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "completion_mask": comp_mask,
+        "prompt_len": prompt_ids.shape[1],
+        "group": group,
+    }
 
 
 def _image_embeddings(inner, batch: dict[str, Any], group: int, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,9 +56,15 @@ def _image_embeddings(inner, batch: dict[str, Any], group: int, with_grad: bool)
     return torch.cat(feats), torch.cat(grids)
 
 
-def sequence_logprobs(model, batch: dict[str, Any], seqs: dict[str, Any], temperature: float = 1.0,
-                      with_grad: bool = True, chunk: int = 256,
-                      with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def sequence_logprobs(
+    model,
+    batch: dict[str, Any],
+    seqs: dict[str, Any],
+    temperature: float = 1.0,
+    with_grad: bool = True,
+    chunk: int = 256,
+    with_entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs and entropies of the completions, [N, C] each (logits divided by the sampling temperature).
 
     Args:
@@ -80,8 +91,9 @@ def sequence_logprobs(model, batch: dict[str, Any], seqs: dict[str, Any], temper
             positions, _ = inner.get_rope_index(ids, mm_token_type_ids=mm, image_grid_thw=grid, attention_mask=mask)
         else:
             positions = (mask.cumsum(-1) - 1).clamp(min=0).unsqueeze(0).expand(3, -1, -1)
-        hidden = inner.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                                      use_cache=False).last_hidden_state  # fmt: skip  # [N, L, H]
+        hidden = inner.language_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False
+        ).last_hidden_state  # [N, L, H]
         start = seqs["prompt_len"] - 1
         targets = ids[:, seqs["prompt_len"] :]  # [N, C]
         states = hidden[:, start : start + targets.shape[1]]  # [N, C, H]

@@ -109,9 +109,14 @@ def banned_token_ids(processor) -> list[int]:
 
 
 @torch.no_grad()
-def sample(model, batch: dict[str, torch.Tensor], cfg: SamplingConfig, stop_ids: list[int],
-           banned_ids: list[int] | None = None,
-           generators: list[torch.Generator] | None = None) -> list[list[list[int]]]:  # fmt: skip
+def sample(
+    model,
+    batch: dict[str, torch.Tensor],
+    cfg: SamplingConfig,
+    stop_ids: list[int],
+    banned_ids: list[int] | None = None,
+    generators: list[torch.Generator] | None = None,
+) -> list[list[list[int]]]:
     """k completions for each left-padded prompt in `batch` (ids of new tokens, the stop token included if emitted).
 
     Args:
@@ -135,8 +140,9 @@ def sample(model, batch: dict[str, torch.Tensor], cfg: SamplingConfig, stop_ids:
     if batch.get("image_grid_thw") is not None:
         if mm is None:
             mm = (input_ids == hf.config.image_token_id).long()
-        positions, _ = inner.get_rope_index(input_ids, mm_token_type_ids=mm, image_grid_thw=batch["image_grid_thw"],
-                                            attention_mask=mask)  # fmt: skip  # [3, B, T]
+        positions, _ = inner.get_rope_index(
+            input_ids, mm_token_type_ids=mm, image_grid_thw=batch["image_grid_thw"], attention_mask=mask
+        )  # [3, B, T]
     else:
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0).unsqueeze(0).expand(3, -1, -1)  # [3, B, T]
     cache_key = _cache_kwarg(inner)
@@ -188,8 +194,9 @@ def sample(model, batch: dict[str, torch.Tensor], cfg: SamplingConfig, stop_ids:
             tokens, mask, next_pos = tokens[keep], mask[keep], next_pos[keep]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [N, T+1]
         pos = next_pos.view(1, -1, 1).expand(3, -1, 1)  # [3, N, 1]
-        step_out = inner(input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=pos, use_cache=True,
-                         **{cache_key: cache})  # fmt: skip
+        step_out = inner(
+            input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=pos, use_cache=True, **{cache_key: cache}
+        )
         cache = _cache_of(step_out)
         last_hidden = step_out.last_hidden_state[:, -1]
         next_pos = next_pos + 1

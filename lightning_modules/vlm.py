@@ -24,10 +24,15 @@ LANGUAGE_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|
 VISION_LINEARS = r".*visual\.(blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.\w+_proj)|merger\.mlp\.\d+)"
 TARGET_PRESETS = {"language": LANGUAGE_LINEARS, "all": f"({LANGUAGE_LINEARS})|({VISION_LINEARS})"}
 # transformers 5.x matches skip entries as prefixes/anchored regexes, not substrings: "visual" alone would quantize
-# the vision tower silently (environment.md §6).
+# the vision tower silently (prefix matching in transformers 5's bitsandbytes quantizer).
 QLORA_SKIP_MODULES = ["model.visual", "lm_head"]
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16}  # fmt: skip
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 
 @dataclass
@@ -35,19 +40,28 @@ class LoraOptions:
     """LoRA settings (official DC-SFT: r 32, alpha 64, dropout 0.05)."""
 
     r: int = 32
+    """Adapter rank."""
     alpha: int = 64
+    """Scaling numerator: the update is scaled by alpha / r."""
     dropout: float = 0.05
-    target: str = "language"  # "language", "all" (LLM + vision tower + merger) or a regex over module names
-    modules_to_save: list[str] | None = None  # modules trained fully beside LoRA and saved in the adapter
+    """Dropout on the adapter input."""
+    target: str = "language"
+    """`language` (every language-model linear), `all` (also the vision tower and merger, as ms-swift's
+    `all-linear` with an unfrozen ViT) or a regex over module names."""
+    modules_to_save: list[str] | None = None
+    """Modules trained fully beside LoRA and saved in the adapter (e.g. `[visual]`)."""
 
 
 @dataclass
 class QuantOptions:
-    """QLoRA 4-bit settings; the vision tower and lm_head stay unquantized."""
+    """QLoRA 4-bit settings (bitsandbytes); the vision tower and lm_head stay unquantized."""
 
     quant_type: str = "nf4"
+    """`nf4` (QLoRA's NormalFloat) or `fp4`."""
     double_quant: bool = True
+    """Quantise the quantisation constants too (about 0.4 bit per weight saved)."""
     compute_dtype: str = "bfloat16"
+    """Dtype of the de-quantised matmuls."""
 
 
 @dataclass
@@ -55,14 +69,23 @@ class VLMOptions:
     """Everything the builder needs besides the checkpoint path."""
 
     dtype: str = "bfloat16"
+    """Weights dtype: `bfloat16`, `float16` or `float32` (CPU)."""
     attn_implementation: str | None = "sdpa"
+    """`sdpa`, `flash_attention_2`, `eager`; None = transformers' default."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (the official scripts: on)."""
     freeze_vision: bool = False
+    """Freeze the vision tower (the official scripts train it)."""
     freeze_merger: bool = False
+    """Freeze the vision-language merger (the official scripts train it)."""
     lora: LoraOptions | None = field(default_factory=LoraOptions)
+    """LoRA adapter settings; null = full fine-tuning (or frozen evaluation with `adapter_path`)."""
     qlora: QuantOptions | None = None
-    adapter_path: str | None = None  # an existing PEFT adapter to load (trainable when lora is set)
+    """4-bit base weights under the LoRA adapter (QLoRA); needs `lora`."""
+    adapter_path: str | None = None
+    """An existing PEFT adapter to load: trainable when `lora` is set, frozen otherwise."""
     trust_remote_code: bool = False
+    """Allow model code from the checkpoint folder (not needed for Qwen2.5-VL)."""
 
 
 def check_options(opts: VLMOptions) -> None:
@@ -90,9 +113,13 @@ def _bitsandbytes_config(q: QuantOptions):
         raise RuntimeError(f"QLoRA requested but bitsandbytes cannot run here: {err}") from None
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
-                              bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=DTYPES[q.compute_dtype],
-                              llm_int8_skip_modules=QLORA_SKIP_MODULES)  # fmt: skip
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=DTYPES[q.compute_dtype],
+        llm_int8_skip_modules=QLORA_SKIP_MODULES,
+    )
 
 
 def lora_targets(model: nn.Module, target: str) -> str:
@@ -100,8 +127,10 @@ def lora_targets(model: nn.Module, target: str) -> str:
     pattern = TARGET_PRESETS.get(target, target)
     linear_names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or "Linear" in type(m).__name__]
     if not any(re.fullmatch(pattern, n) for n in linear_names):
-        raise ValueError(f"LoRA target {target!r} matches no linear layer of the model; examples of names: "
-                         f"{linear_names[:3]}. Use 'language', 'all' or a regex over these names.")  # fmt: skip
+        raise ValueError(
+            f"LoRA target {target!r} matches no linear layer of the model; examples of names: "
+            f"{linear_names[:3]}. Use 'language', 'all' or a regex over these names."
+        )
     return pattern
 
 
@@ -116,8 +145,13 @@ def _freeze(model: nn.Module, opts: VLMOptions) -> None:
             param.requires_grad_(False)
 
 
-def build_vlm(model_path: str, opts: VLMOptions | None = None, min_pixels: int | None = None,
-              max_pixels: int | None = None, device_map=None):  # fmt: skip
+def build_vlm(
+    model_path: str,
+    opts: VLMOptions | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    device_map=None,
+):
     """Load a Qwen2(.5)-VL checkpoint and its image-only processor, then apply freezing / LoRA / QLoRA.
 
     Returns (model, processor); the model is in train mode with only the intended parameters trainable.
@@ -152,17 +186,25 @@ def build_vlm(model_path: str, opts: VLMOptions | None = None, min_pixels: int |
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if opts.qlora is not None:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=opts.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})  # fmt: skip
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=opts.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
     elif opts.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     if opts.adapter_path:
         model = PeftModel.from_pretrained(model, opts.adapter_path, is_trainable=True)
     else:
-        config = LoraConfig(r=opts.lora.r, lora_alpha=opts.lora.alpha, lora_dropout=opts.lora.dropout,
-                            target_modules=lora_targets(model, opts.lora.target), bias="none",
-                            modules_to_save=opts.lora.modules_to_save)  # fmt: skip
+        config = LoraConfig(
+            r=opts.lora.r,
+            lora_alpha=opts.lora.alpha,
+            lora_dropout=opts.lora.dropout,
+            target_modules=lora_targets(model, opts.lora.target),
+            bias="none",
+            modules_to_save=opts.lora.modules_to_save,
+        )
         model = get_peft_model(model, config)
     model.train()
     return model, processor

@@ -13,8 +13,13 @@ import json
 import sys
 from pathlib import Path
 
-METHODS = [("cold_start", "cold start (baseline)"), ("sft", "SFT (all data)"), ("sft_m", "SFT-M (DC-SFT)"),
-           ("sft_em", "SFT-EM (DC-SFT)"), ("grpo", "GRPO")]  # fmt: skip
+METHODS = [
+    ("cold_start", "cold start (baseline)"),
+    ("sft", "SFT (all data)"),
+    ("sft_m", "SFT-M (DC-SFT)"),
+    ("sft_em", "SFT-EM (DC-SFT)"),
+    ("grpo", "GRPO"),
+]
 
 
 def load(run: Path) -> tuple[list[dict], list[str]]:
@@ -33,8 +38,9 @@ def load(run: Path) -> tuple[list[dict], list[str]]:
         benches = benches or list(accs)
         train = timings.get(stage, float("nan")) - summary.get("eval_seconds", 0.0)
         cost = train + (timings.get("difficulty", 0.0) if stage in ("sft_m", "sft_em") else 0.0)
-        rows.append({"stage": stage, "label": label, "acc": accs, "step": summary["step"], "train_s": train,
-                     "cost_s": cost})  # fmt: skip
+        rows.append(
+            {"stage": stage, "label": label, "acc": accs, "step": summary["step"], "train_s": train, "cost_s": cost}
+        )
     return rows, benches
 
 
@@ -44,8 +50,14 @@ def markdown(rows: list[dict], benches: list[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         avg = sum(r["acc"][b] for b in ood) / max(len(ood), 1)
-        cells = [r["label"], str(r["step"]), *(f"{r['acc'][b]:.2f}" for b in benches), f"{avg:.2f}",
-                 f"{r['train_s']:.0f}", f"{r['cost_s']:.0f}"]  # fmt: skip
+        cells = [
+            r["label"],
+            str(r["step"]),
+            *(f"{r['acc'][b]:.2f}" for b in benches),
+            f"{avg:.2f}",
+            f"{r['train_s']:.0f}",
+            f"{r['cost_s']:.0f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

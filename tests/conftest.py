@@ -54,7 +54,9 @@ def trained_tiny_model(tiny_model, tmp_path_factory) -> str:
     out = root / "model"
     torch.manual_seed(0)
     module = SFTModule(
-        tiny_model, vlm=VLMOptions(dtype="float32", lora=None), optim=OptimConfig(lr=1e-2, warmup_ratio=0.0),
+        tiny_model,
+        vlm=VLMOptions(dtype="float32", lora=None),
+        optim=OptimConfig(lr=1e-2, warmup_ratio=0.0),
         export_dir=str(out),
     )
     trainer = cpu_trainer(max_steps=30, default_root_dir=root)

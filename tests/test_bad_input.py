@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
+from assets.test_data import write_color_data
 from datamodules.formats import read_samples
 from datamodules.vlm_data import VLMDataModule
 from lightning_modules.vlm import LoraOptions, QuantOptions, VLMOptions, build_vlm
-from assets.test_data import write_color_data
 
 
 def _setup(model, path, **kwargs):

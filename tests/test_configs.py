@@ -53,7 +53,12 @@ def test_no_value_is_copied_between_fragments():
         for line in path.read_text(encoding="utf-8").splitlines():
             text = line.split(" #")[0].strip()
             reference = re.fullmatch(r'[\w.]+: "\$\{[\w.]+\}"', text)
-            if len(text) > 25 and not text.startswith("#") and not reference and "class_path: lightning_mod" not in text:
+            if (
+                len(text) > 25
+                and not text.startswith("#")
+                and not reference
+                and "class_path: lightning_mod" not in text
+            ):
                 where[text].add(str(path))
     copied = {line: sorted(files) for line, files in where.items() if len(files) > 2}
     assert copied == {}

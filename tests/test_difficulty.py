@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 
+from assets.test_data import write_color_data
 from callbacks.difficulty_writer import DifficultyWriter
+from datamodules.collate import model_inputs
 from datamodules.difficulty_file import read_difficulty
 from datamodules.vlm_data import VLMDataModule
 from lightning_modules.difficulty import DifficultyEstimator
 from lightning_modules.sampling import SamplingConfig, banned_token_ids, sample, stop_token_ids
 from lightning_modules.vlm import VLMOptions, build_vlm
-from assets.test_data import write_color_data
-from datamodules.collate import model_inputs
 from tests.helpers import KillAfterPredictBatches, Killed, cpu_trainer
 
 
@@ -26,6 +25,7 @@ def _estimate(model_path, data, output, devices=1, strategy="auto", callbacks=()
     return read_difficulty(output) if output.exists() else None
 
 
+@pytest.mark.slow
 def test_rows_per_item_and_resume(trained_tiny_model, tmp_path):
     data = write_color_data(tmp_path / "d", n=10, fmt="problem")
     full = _estimate(trained_tiny_model, data, tmp_path / "full.jsonl")
@@ -40,6 +40,7 @@ def test_rows_per_item_and_resume(trained_tiny_model, tmp_path):
     assert resumed == full
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_ddp_processes_match_one(trained_tiny_model, tmp_path):
     data = write_color_data(tmp_path / "d", n=7, fmt="problem")

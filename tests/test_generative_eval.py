@@ -8,21 +8,24 @@ from pathlib import Path
 import pytest
 import torch
 
+from assets.test_data import write_color_data
 from callbacks.generative_eval import GenerativeEval, shard, subset, summarize
 from datamodules.benchmarks.imagenet import DCSFTJson
 from datamodules.vlm_data import VLMDataModule
 from lightning_modules.sft import SFTModule
 from lightning_modules.training import OptimConfig
 from lightning_modules.vlm import LoraOptions, VLMOptions
-from assets.test_data import write_color_data
 from tests.helpers import cpu_trainer
 
 
 def test_shard_and_subset():
     assert [list(shard(10, r, 3)) for r in range(3)] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
     items = list(range(20))
-    assert subset(items, 5, 0) == subset(items, 5, 0) and len(subset(items, 5, 0)) == 5
-    assert subset(items, None, 0) == items
+    picked = subset(items, 5, 0)
+    # random.Random(0).sample(range(20), 5) == [12, 13, 1, 8, 15], kept in the original order
+    assert picked == [1, 8, 12, 13, 15]
+    assert subset(items, 5, 1) != picked  # the seed matters
+    assert subset(items, None, 0) == items and subset(items, 50, 0) == items
 
 
 def test_summarize_accuracy_and_breakdowns(tmp_path):
@@ -63,24 +66,36 @@ def test_callback_runs_at_epoch_end_logs_and_writes(tiny_model, tmp_path):
     assert callback.last_metrics["val/colors/acc"] == pytest.approx(100 * sum(r["correct"] for r in rows) / 8, abs=0.01)
 
 
-def test_callback_restores_train_mode(tiny_model, tmp_path):
+def test_dropout_is_off_while_generating_and_restored_after(tiny_model, tmp_path):
     write_color_data(tmp_path / "d", n=4, fmt="problem")
-    write_color_data(tmp_path / "d", n=4, fmt="messages")
     bench = DCSFTJson(str(tmp_path / "d" / "problem.json"), name="colors")
-    module = SFTModule(tiny_model, vlm=VLMOptions(dtype="float32", lora=None))
+    vlm = VLMOptions(dtype="float32", lora=LoraOptions(r=4, dropout=0.5))
+    module = SFTModule(tiny_model, vlm=vlm)
     module.configure_model()
     module.model.train()
+    dropouts = [m for m in module.model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+    assert dropouts and all(m.training for m in dropouts)
+    seen = []
+    generate = GenerativeEval.generate
+
+    def spy(self, pl_module, items):  # record the dropout modes at generation time
+        seen.extend(m.training for m in dropouts)
+        return generate(self, pl_module, items)
+
     callback = GenerativeEval([bench], max_new_tokens=2)
     callback._items["colors"] = bench.load()
+    callback.generate = spy.__get__(callback)
 
     class _Trainer:  # the few attributes evaluate() reads
         global_rank, world_size, is_global_zero, current_epoch, global_step = 0, 1, False, 0, 0
 
     module.log = lambda *a, **k: None
     callback.evaluate(_Trainer(), module)
-    assert module.model.training
+    assert seen and not any(seen)  # every dropout module was off while answers were generated
+    assert all(m.training for m in dropouts)  # and back on afterwards
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_ddp_processes_give_same_predictions(tiny_model, tmp_path):
     if not torch.distributed.is_available():

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import torch
 
+from assets.test_data import write_color_data
+from datamodules.collate import model_inputs
 from datamodules.vlm_data import VLMDataModule
 from lightning_modules.grpo import GRPOConfig, GRPOModule
 from lightning_modules.rollout import build_sequences, sequence_logprobs
 from lightning_modules.sampling import SamplingConfig
 from lightning_modules.training import OptimConfig
 from lightning_modules.vlm import LoraOptions, VLMOptions, build_vlm
-from assets.test_data import write_color_data
-from datamodules.collate import model_inputs
 from tests.helpers import cpu_trainer, prompt_batch
 
 
@@ -55,6 +56,7 @@ def test_logprobs_match_full_forward_and_reference_is_base(trained_tiny_model, t
     torch.testing.assert_close(reference, ours, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_short_grpo_fit_raises_reward(trained_tiny_model, tmp_path):
     data = write_color_data(tmp_path / "d", n=8, fmt="problem", colors=["red"])  # an easy task: always "red"
     L.seed_everything(0)
@@ -109,3 +111,53 @@ def test_grpo_with_qlora_checkpointing_and_accumulation(trained_tiny_model, tmp_
     changed = [n for n, p in module.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
     assert changed and all("lora_" in n for n in changed)
     assert "train/kl" in trainer.callback_metrics
+
+
+class DumpRollouts(L.Callback):
+    """Writes each step's rollouts (item id -> answers, rewards) to <folder>/rank<r>_step<s>.json."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import json
+
+        rollout = pl_module.last_rollout
+        k = pl_module.sampling.k
+        rows = {i: [rollout["texts"][n], rollout["rewards"][n * k : (n + 1) * k]] for n, i in enumerate(rollout["ids"])}
+        path = self.folder / f"rank{trainer.global_rank}_step{trainer.global_step}.json"
+        path.write_text(json.dumps(rows))
+
+
+def _rollouts(model_path, data, folder, devices, batch_size):
+    import json
+
+    folder.mkdir(parents=True)
+    module = GRPOModule(
+        model_path,
+        vlm=VLMOptions(dtype="float32", lora=LoraOptions(r=4, dropout=0.0)),
+        sampling=SamplingConfig(k=4, max_new_tokens=4, temperature=1.5),
+        grpo=GRPOConfig(beta=0.0),
+        optim=OptimConfig(lr=0.0),  # weights stay identical, so later steps are comparable too
+        log_completions_every=0,
+    )
+    dm = VLMDataModule(model_path, train_file=str(data), batch_size=batch_size, prompt_only=True)
+    strategy = "ddp_spawn" if devices > 1 else "auto"
+    cpu_trainer(devices=devices, strategy=strategy, max_steps=2, callbacks=[DumpRollouts(folder)]).fit(module, dm)
+    merged = {}
+    for path in sorted(folder.glob("*.json")):
+        step = path.stem.split("_step")[1]
+        merged.update({(step, i): v for i, v in json.loads(path.read_text()).items()})
+    return merged
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_rollouts_do_not_depend_on_the_number_of_processes(trained_tiny_model, tmp_path):
+    """2 prompts per step on one process == 1 prompt per step on each of 2 gloo processes: same items, same answers
+    (each item's RNG is seeded from (seed, step, item id), never from the rank)."""
+    data = write_color_data(tmp_path / "d", n=6, fmt="problem")
+    one = _rollouts(trained_tiny_model, data, tmp_path / "one", devices=1, batch_size=2)
+    two = _rollouts(trained_tiny_model, data, tmp_path / "two", devices=2, batch_size=1)
+    assert len(one) == 4 and one == two
+    assert len({tuple(answers) for answers, _ in one.values()}) > 1  # genuinely sampled, not degenerate

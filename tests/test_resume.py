@@ -25,6 +25,7 @@ def _run(model_path, data, root, callbacks=(), ckpt_path=None):
     return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_matches_uninterrupted(tiny_model, color_data, tmp_path):
     reference = _run(tiny_model, color_data, tmp_path / "a")
     with pytest.raises(Killed):

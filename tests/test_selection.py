@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from datamodules.export_tiers import export
+from assets.test_data import write_color_data
 from datamodules.difficulty_file import DifficultyRow, write_difficulty
+from datamodules.export_tiers import export
 from datamodules.tiers import Selection
 from datamodules.vlm_data import VLMDataModule
-from assets.test_data import write_color_data
 
 CORRECT = [8, 3, 0, 8, 1, 7, 0, 5]  # easy, medium, hard, easy, medium, medium, hard, medium
 
@@ -33,7 +33,9 @@ def _difficulty(path, n=8, k=8):
 def test_selection_presets(tiny_model, tmp_path, selection, expected):
     data = write_color_data(tmp_path / "d", n=8)
     dm = VLMDataModule(
-        tiny_model, train_file=str(data), difficulty_file=str(_difficulty(tmp_path / "diff.jsonl")),
+        tiny_model,
+        train_file=str(data),
+        difficulty_file=str(_difficulty(tmp_path / "diff.jsonl")),
         selection=Selection(preset=selection),
     )
     dm.setup("fit")
@@ -44,7 +46,9 @@ def test_mismatched_difficulty_file_is_refused(tiny_model, tmp_path):
     data = write_color_data(tmp_path / "d", n=8)
     short = _difficulty(tmp_path / "short.jsonl", n=6)
     with pytest.raises(ValueError, match=r"short\.jsonl") as err:
-        VLMDataModule(tiny_model, train_file=str(data), difficulty_file=str(short), selection=Selection("sft_m")).setup("fit")
+        VLMDataModule(tiny_model, train_file=str(data), difficulty_file=str(short), selection=Selection("sft_m")).setup(
+            "fit"
+        )
     assert "missing" in str(err.value) and "train.py predict" in str(err.value)
     with pytest.raises(ValueError, match="needs data.difficulty_file"):
         VLMDataModule(tiny_model, train_file=str(data), selection=Selection("sft_m")).setup("fit")

@@ -46,6 +46,7 @@ def test_supervised_loss_equals_full_logits_loss(tiny_model, color_data):
     assert torch.allclose(ours, reference, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_lora_sft_lowers_loss_and_changes_only_adapters(tiny_model, color_data, tmp_path):
     base, _ = build_vlm(tiny_model, VLMOptions(dtype="float32", lora=None))
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
@@ -93,7 +94,9 @@ def test_full_finetune_exports_a_loadable_checkpoint(tiny_model, color_data, tmp
 
     out = tmp_path / "export"
     torch.manual_seed(0)
-    module = SFTModule(tiny_model, vlm=VLMOptions(dtype="float32", lora=None), optim=OptimConfig(lr=1e-3), export_dir=str(out))
+    module = SFTModule(
+        tiny_model, vlm=VLMOptions(dtype="float32", lora=None), optim=OptimConfig(lr=1e-3), export_dir=str(out)
+    )
     dm = VLMDataModule(tiny_model, train_file=str(color_data), batch_size=4)
     cpu_trainer(max_steps=2, default_root_dir=tmp_path).fit(module, dm)
     reloaded = AutoModelForImageTextToText.from_pretrained(out)
@@ -102,6 +105,7 @@ def test_full_finetune_exports_a_loadable_checkpoint(tiny_model, color_data, tmp
     assert (out / "tokenizer.json").exists()
 
 
+@pytest.mark.slow
 def test_qlora_quantizes_language_model_only_and_trains(tiny_model, color_data, tmp_path):
     bnb = pytest.importorskip("bitsandbytes")
     vlm = VLMOptions(

@@ -11,8 +11,8 @@ import os
 import pytest
 
 from datamodules import files as files_mod
-from datamodules.tier_report import format_tier_report, save_tier_report, tier_report
 from datamodules.difficulty_file import DifficultyRow, check_matches, read_difficulty, write_difficulty
+from datamodules.tier_report import format_tier_report, save_tier_report, tier_report
 from datamodules.tiers import (
     PRESETS,
     TIERS,
@@ -52,8 +52,13 @@ def test_assign_tier_refuses_impossible_counts(correct, k):
 
 def test_tiers_and_presets():
     assert TIERS == ("easy", "medium", "hard")
-    assert PRESETS == {"sft": None, "sft_m": ["medium"], "sft_em": ["easy", "medium"], "sft_e": ["easy"],
-                       "sft_h": ["hard"]}  # fmt: skip
+    assert PRESETS == {
+        "sft": None,
+        "sft_m": ["medium"],
+        "sft_em": ["easy", "medium"],
+        "sft_e": ["easy"],
+        "sft_h": ["hard"],
+    }
     assert preset_tiers("sft_em") == ["easy", "medium"]
     with pytest.raises(ValueError, match="valid presets"):
         preset_tiers("sft_x")
@@ -170,8 +175,13 @@ def test_write_read_round_trip_and_atomic(tmp_path):
     write_difficulty(path, rows)
     assert os.listdir(tmp_path) == ["diff.jsonl"]  # no temp file left behind
     assert read_difficulty(path) == rows
-    assert json.loads(path.read_text().splitlines()[0]) == {"id": "e1", "correct": 8, "k": 8, "pass_rate": 1.0,
-                                                           "solution": "goose"}  # fmt: skip
+    assert json.loads(path.read_text().splitlines()[0]) == {
+        "id": "e1",
+        "correct": 8,
+        "k": 8,
+        "pass_rate": 1.0,
+        "solution": "goose",
+    }
 
 
 def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
@@ -266,19 +276,24 @@ def test_format_and_save_tier_report(tmp_path, use_rich):
 # ---------------------------------------------------------------- ms-swift export
 def test_records_to_messages_and_export_match_official_schema(tmp_path):
     problems = [
-        {"problem": "Please provide the object name in the image. Output the answer using one word.",
-         "solution": "screw", "image": "/data/train/n04153751/n04153751_13386.JPEG"},
+        {
+            "problem": "Please provide the object name in the image. Output the answer using one word.",
+            "solution": "screw",
+            "image": "/data/train/n04153751/n04153751_13386.JPEG",
+        },
         {"problem": "Name it.", "solution": "jack-o'-lantern ☺", "image": "b.png"},
-    ]  # fmt: skip
+    ]
     rows = records_to_messages(problems)
     assert rows[0] == {  # exactly one row of the official imagenet_*_sft.json (infer/sample.py)
         "messages": [
-            {"role": "user", "content": "<image>Please provide the object name in the image. Output the answer using "
-             "one word."},
+            {
+                "role": "user",
+                "content": "<image>Please provide the object name in the image. Output the answer using one word.",
+            },
             {"role": "assistant", "content": "screw"},
         ],
         "images": ["/data/train/n04153751/n04153751_13386.JPEG"],
-    }  # fmt: skip
+    }
     path = tmp_path / "sft_m.json"
     export_messages_json(rows, path)
     text = path.read_text(encoding="utf-8")

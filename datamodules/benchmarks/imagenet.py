@@ -1,9 +1,10 @@
 """ImageNet-A / ImageNet-R / ImageNet-val in the DC-SFT style: the original wnid folders or the processed JSONs.
 
-DC-SFT evaluation (benchmarks.md §3.3, paper.md Step 5): one fixed instruction, image before text, the whole
-completion is the answer, scored by `exact_match` (strip -> strip('.') -> lower, then ==). Class selection
-(§3.2): keep the classes whose LOC_synset_mapping line has exactly one lemma without a space (87 of ImageNet-A's 200,
-68 of ImageNet-R's 200); the gold is that lemma verbatim (`Shih-Tzu`, `jack-o'-lantern`).
+DC-SFT evaluation (official `infer/test_dp.py`, github.com/byyx666/DC-SFT): one fixed instruction, image before
+text, the whole completion is the answer, scored by `exact_match` (strip -> strip('.') -> lower, then ==). Class
+selection (as in the released processed files): keep the classes whose LOC_synset_mapping line has exactly one lemma
+without a space (87 of ImageNet-A's 200, 68 of ImageNet-R's 200); the gold is that lemma verbatim (`Shih-Tzu`,
+`jack-o'-lantern`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """MathVista testmini (1,000 items): reader, official prompt (`query`), official shortcuts + offline extractor.
 
-Scoring (benchmarks.md §2.4-2.7): the official rule-based shortcuts (`mathvista_extract`); where the official pipeline
+Scoring (github.com/lupantech/MathVista, `evaluation/extract_answer.py` and `calculate_score.py`): the official rule-based shortcuts (`mathvista_extract`); where the official pipeline
 would ask GPT, our deterministic `mathvista_fallback_extract` instead (an approximation, flagged `fallback=True` so
 the callback can count it); then the official normalisation (`int(precision)`) and `safe_equal`. For terse outputs
 (hitting the shortcuts) the score equals the official one; the fallback count bounds the gap otherwise.

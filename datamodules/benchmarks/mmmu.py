@@ -1,6 +1,6 @@
 """MMMU validation (900 items, 30 subjects): reader, official prompt, official parsing and scoring.
 
-Prompt (benchmarks.md §1.4, the official llava1.5.yaml after YAML folding):
+Prompt (github.com/MMMU-Benchmark/MMMU, `mmmu/configs/llava1.5.yaml` after YAML folding):
   MC:   "{question}\n(A) opt\n(B) opt\n\nAnswer with the option's letter from the given choices directly."
   open: "{question}\nAnswer the question using a single word or phrase."
 `<image k>` placeholders stay in the text.
