@@ -1,8 +1,8 @@
 """Command line for every stage: `python train.py {fit,validate,test,predict} --config A.yaml --config B.yaml ...`.
 
 Configs compose with LightningCLI's own features: several `--config` files apply in order (later files override
-earlier ones key by key), and `${run.<name>}` interpolates the names that several fragments share (omegaconf+
-parser mode, resolved after all files are merged). `configs/runs.yaml` lists every runnable experiment as its
+earlier ones key by key), and `${run:<name>}` interpolates the names that several fragments share (an OmegaConf
+resolver, applied after all files are merged: omegaconf+ parser mode). `configs/runs.yaml` lists every runnable experiment as its
 subcommand plus fragment list. The model (SFTModule, GRPOModule, DifficultyEstimator) is chosen by
 `model.class_path`; the data is always the difficulty-aware `VLMDataModule`.
 
@@ -29,20 +29,35 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 from jsonargparse import set_parsing_settings  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from callbacks.checkpoint import AdapterCheckpoint  # noqa: E402
 from callbacks.difficulty_writer import DifficultyWriter  # noqa: E402
 from callbacks.generative_eval import GenerativeEval  # noqa: E402
 from datamodules.vlm_data import VLMDataModule  # noqa: E402
 
-set_parsing_settings(
-    docstring_parse_attribute_docstrings=True, omegaconf_absolute_to_relative_paths=True
-)  # dataclass field docstrings appear in --help
+set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docstrings appear in --help
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def run_name(key: str, _root_) -> str:
+    """OmegaConf resolver behind `${run:<name>}`: the `run.<name>` value of the config being parsed, found at the
+    root or under the subcommand (`fit`, `predict`, ...), so a reference means the same at any depth and after
+    links copy it elsewhere (plain `${run.x}` paths are absolute and break under a subcommand)."""
+    node = _root_
+    if "run" not in node:
+        node = next(node[k] for k in SUBCOMMANDS if k in node and node[k] is not None and "run" in node[k])
+    return node["run"][key]
+
+
+# OmegaConf 2.4 renamed register_new_resolver to register_resolver
+_register = OmegaConf.register_resolver if hasattr(OmegaConf, "clear_resolver") else OmegaConf.register_new_resolver
+_register("run", run_name, replace=True)
 
 
 @dataclass
 class RunNames:
-    """Names shared by several config fragments, used in them as `${run.<name>}`."""
+    """Names shared by several config fragments, used in them as `${run:<name>}`."""
 
     dir: str = "runs/default"
     """This experiment's folder: every stage logs, checkpoints and exports under it."""

@@ -47,12 +47,12 @@ def test_every_fragment_is_used_by_a_run():
 
 def test_no_value_is_copied_between_fragments():
     """A non-trivial line in more than two fragments is a copied block. Exceptions: a reference to a shared name
-    (`key: "${run.x}"`, the mechanism that avoids copies) and the class_path line that says which module runs."""
+    (`key: "${run:x}"`, the mechanism that avoids copies) and the class_path line that says which module runs."""
     where = collections.defaultdict(set)
     for path in Path("configs").rglob("*.yaml"):
         for line in path.read_text(encoding="utf-8").splitlines():
             text = line.split(" #")[0].strip()
-            reference = re.fullmatch(r'[\w.]+: "\$\{[\w.]+\}"', text)
+            reference = re.fullmatch(r'[\w.]+: "\$\{run:\w+\}"', text)
             if (
                 len(text) > 25
                 and not text.startswith("#")
@@ -107,3 +107,18 @@ def test_readme_commands_are_runs():
     """Every `scripts/runs.py <name>` in the README names a run that exists."""
     names = re.findall(r"scripts/runs\.py (?:--print )?([\w/]+)", Path("README.md").read_text(encoding="utf-8"))
     assert names and set(names) <= set(RUNS)
+
+
+@pytest.mark.parametrize("name", ["demo/difficulty", "paper/qwen2_5_vl_7b/sft_m_qlora"])
+def test_print_config_under_a_subcommand_resolves_every_reference(name, capsys):
+    """What users run: `train.py <subcommand> ... --print_config` (references must resolve under `fit:` too)."""
+    import yaml
+
+    from train import main
+
+    with pytest.raises(SystemExit):
+        main([*command(name), "--print_config"])
+    printed = capsys.readouterr().out
+    config = yaml.safe_load(printed)
+    assert "${" not in printed and config["model"]["init_args"]["model_path"].startswith(config["run"]["dir"])
+    assert config["trainer"]["logger"]["init_args"]["save_dir"] == config["run"]["dir"]
