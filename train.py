@@ -20,20 +20,28 @@ Edges handled here and nowhere else:
 from __future__ import annotations
 
 import os
+import re
+import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", category=FutureWarning)
+# Our datamodule restores the data position itself (state_dict / load_state_dict), so resumes are exact.
+warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+# GRPO checkpoints the weights after the optimizer step on purpose (that is what a resume continues from).
+warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
 
 from jsonargparse import set_parsing_settings  # noqa: E402
-from lightning.pytorch.cli import LightningCLI  # noqa: E402
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from callbacks.checkpoint import AdapterCheckpoint  # noqa: E402
+from callbacks.checkpoint import AdapterCheckpoint, newest_checkpoint  # noqa: E402
 from callbacks.difficulty_writer import DifficultyWriter  # noqa: E402
 from callbacks.generative_eval import GenerativeEval  # noqa: E402
+from callbacks.global_batch import GlobalBatchSize  # noqa: E402
 from datamodules.vlm_data import VLMDataModule  # noqa: E402
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docstrings appear in --help
@@ -77,6 +85,28 @@ class RunNames:
     """Where difficulty estimation writes, and where selections and per-tier logging read."""
 
 
+class DCSFTParser(LightningArgumentParser):
+    """LightningCLI's parser with whole option names only (`--trainer.max_step 3` is an error, not an abbreviation
+    of max_steps) and errors that lead with the problem instead of 70 lines of usage."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            return super().error(message, ex)
+        first, _, rest = message.partition("\n")
+        nested = re.search(r"class_path '([\w.]+)':\s*\n\s*(unrecognized arguments: [^\n]+)", message)
+        if nested:  # lead with the innermost cause: which class, which argument
+            first = f"{first.rstrip(':')} ({nested.group(1)}): {nested.group(2)}"
+        sys.stderr.write(f"error: {first}\n")
+        if rest.strip():
+            sys.stderr.write(rest.rstrip() + "\n")
+        sys.stderr.write(f"(`{self.prog} --help` lists every option; `--print_config` shows the composed config)\n")
+        sys.exit(2)
+
+
 class DCSFTCLI(LightningCLI):
     """LightningCLI with the shared names, the callback slots, the links and `demo://` resolution."""
 
@@ -85,13 +115,23 @@ class DCSFTCLI(LightningCLI):
         parser.add_lightning_class_args(AdapterCheckpoint, "checkpoint", subclass_mode=True, required=False)
         parser.add_lightning_class_args(GenerativeEval, "eval", subclass_mode=True, required=False)
         parser.add_lightning_class_args(DifficultyWriter, "difficulty", subclass_mode=True, required=False)
+        parser.add_argument(
+            "--allow_fresh_start",
+            type=bool,
+            default=False,
+            help="With --ckpt_path last: start from scratch when there is nothing to resume (default: an error).",
+        )
+        parser.add_lightning_class_args(GlobalBatchSize, "global_batch", subclass_mode=True, required=False)
         parser.link_arguments("model.init_args.model_path", "data.model_path")
         parser.link_arguments("difficulty.init_args.output", "data.predict_done_file")
 
     def before_instantiate_classes(self) -> None:
         from assets import resolve_tree
 
-        resolve_tree(self.config[self.subcommand] if self.subcommand else self.config)
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand == "fit":
+            resume_last(config)
+        resolve_tree(config)
 
     def instantiate_trainer(self, **kwargs):
         """As LightningCLI's, minus the slots left empty (`None`)."""
@@ -101,9 +141,49 @@ class DCSFTCLI(LightningCLI):
         return self._instantiate_trainer(trainer_config, [c for c in slots if c is not None])
 
 
+def resume_last(config) -> None:
+    """`--ckpt_path last`: the newest complete checkpoint of this run, logging into its version folder; an error when
+    there is none, unless `--allow_fresh_start`. (Lightning's own "last" looks only in the new run's empty folder.)"""
+    if config.get("ckpt_path") != "last":
+        return
+    logger = config.trainer.logger
+    if not logger or not hasattr(logger, "init_args"):
+        raise ValueError("--ckpt_path last needs trainer.logger (its folder holds the run's checkpoints)")
+    run_dir = Path(logger.init_args.save_dir) / logger.init_args.name
+    found = newest_checkpoint(run_dir)
+    if found is None:
+        if not config.get("allow_fresh_start"):
+            raise ValueError(
+                f"--ckpt_path last: no complete checkpoint under {run_dir}; drop --ckpt_path to start a new run, "
+                "or add --allow_fresh_start true to resume when possible and start fresh otherwise"
+            )
+        print(f"[resume] nothing to resume under {run_dir}: starting fresh", flush=True)
+        config.ckpt_path = None
+        return
+    version, path = found
+    logger.init_args.version = version
+    config.ckpt_path = str(path)
+    print(f"[resume] {path} (logs continue in {run_dir / version})", flush=True)
+
+
+def die_with_launcher() -> None:
+    """A DDP worker that Lightning's launcher started (LOCAL_RANK > 0) ends when the launcher dies, even by kill -9,
+    instead of running on alone (Linux `PR_SET_PDEATHSIG`; elsewhere nothing changes)."""
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def main(args: list[str] | None = None, run: bool = True) -> DCSFTCLI:
     import lightning as L
 
+    die_with_launcher()
     return DCSFTCLI(
         L.LightningModule,
         VLMDataModule,
@@ -111,6 +191,7 @@ def main(args: list[str] | None = None, run: bool = True) -> DCSFTCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
+        parser_class=DCSFTParser,
         parser_kwargs={"parser_mode": "omegaconf+"},
     )
 

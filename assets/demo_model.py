@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from assets.tiny import QWEN_SPECIAL_TOKENS, save_vlm_folder
+from assets.tiny import QWEN_SPECIAL_TOKENS, qwen2_5_vl_config, save_vlm_folder
 from datamodules.processor import QWEN2_5_VL_CHAT_TEMPLATE
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -35,7 +35,7 @@ def smollm2_folder() -> Path:
 
 def build_demo_model(out_dir: str | Path, seed: int = 0) -> Path:
     """Write the SmolLM2-in-Qwen2.5-VL checkpoint (fp32 safetensors + image-only processor) into out_dir."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
     folder = smollm2_folder()
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_NAME)
@@ -48,42 +48,29 @@ def build_demo_model(out_dir: str | Path, seed: int = 0) -> Path:
     ids = tok.convert_tokens_to_ids
     c = lm.config
     head_dim = c.hidden_size // c.num_attention_heads  # 64
-    vocab = (len(tok) + 63) // 64 * 64
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": vocab,
-            "hidden_size": c.hidden_size,
-            "intermediate_size": c.intermediate_size,
-            "num_hidden_layers": c.num_hidden_layers,
-            "num_attention_heads": c.num_attention_heads,
-            "num_key_value_heads": c.num_key_value_heads,
-            "rms_norm_eps": c.rms_norm_eps,
-            "max_position_embeddings": 8192,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": float(getattr(c, "rope_theta", None) or 1e5),
-                "mrope_section": [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16],
-            },
-            "bos_token_id": ids("<|endoftext|>"),
-            "eos_token_id": ids("<|im_end|>"),
-            "pad_token_id": ids("<|endoftext|>"),
-            "tie_word_embeddings": True,
+    text = {
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": c.num_key_value_heads,
+        "rms_norm_eps": c.rms_norm_eps,
+        "max_position_embeddings": 8192,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": float(getattr(c, "rope_theta", None) or 1e5),
+            "mrope_section": [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16],
         },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_heads": 2,
-            "out_hidden_size": c.hidden_size,
-            "fullatt_block_indexes": [1],
-            "window_size": 112,
-        },
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
-        tie_word_embeddings=True,
-    )
+    }
+    vision = {
+        "depth": 2,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_heads": 2,
+        "out_hidden_size": c.hidden_size,
+    }
+    config = qwen2_5_vl_config(tok, text, vision)
+    vocab = config.text_config.vocab_size
     torch.manual_seed(seed)
     vlm = Qwen2_5_VLForConditionalGeneration(config)
     source = lm.state_dict()

@@ -128,43 +128,47 @@ def image_processor(min_pixels: int = 3136, max_pixels: int = 802816) -> Qwen2VL
     )
 
 
-def tiny_config(tokenizer, hidden: int = 64, layers: int = 2, vision_hidden: int = 64) -> Qwen2_5_VLConfig:
-    """A 2-layer Qwen2.5-VL config with the tokenizer's special ids (vocab rounded up to 64)."""
-    vocab = (len(tokenizer) + 63) // 64 * 64
+def qwen2_5_vl_config(tokenizer, text: dict, vision: dict) -> Qwen2_5_VLConfig:
+    """A Qwen2.5-VL config with the tokenizer's special ids, its vocabulary rounded up to 64 and tied embeddings;
+    `text` / `vision` hold the sizes (mrope_section must sum to head_dim / 2)."""
     ids = tokenizer.convert_tokens_to_ids
-    head_dim = hidden // 4
-    quarter = head_dim // 2
-    section = [quarter - 2 * (quarter // 3), quarter // 3, quarter // 3]
+    special = {
+        "bos_token_id": ids("<|endoftext|>"),
+        "eos_token_id": ids("<|im_end|>"),
+        "pad_token_id": ids("<|endoftext|>"),
+    }
     return Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": vocab,
-            "hidden_size": hidden,
-            "intermediate_size": 2 * hidden,
-            "num_hidden_layers": layers,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": section},
-            "bos_token_id": ids("<|endoftext|>"),
-            "eos_token_id": ids("<|im_end|>"),
-            "pad_token_id": ids("<|endoftext|>"),
-            "tie_word_embeddings": True,
-        },
-        vision_config={
-            "depth": 2,
-            "hidden_size": vision_hidden,
-            "intermediate_size": 2 * vision_hidden,
-            "num_heads": 2,
-            "out_hidden_size": hidden,
-            "fullatt_block_indexes": [1],
-            "window_size": 112,
-        },
+        text_config={"vocab_size": (len(tokenizer) + 63) // 64 * 64, "tie_word_embeddings": True, **special, **text},
+        vision_config={"fullatt_block_indexes": [1], "window_size": 112, **vision},
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),
         vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=True,
     )
+
+
+def tiny_config(tokenizer, hidden: int = 64, layers: int = 2, vision_hidden: int = 64) -> Qwen2_5_VLConfig:
+    """A 2-layer Qwen2.5-VL config with the tokenizer's special ids (vocab rounded up to 64)."""
+    quarter = hidden // 4 // 2  # head_dim / 2
+    section = [quarter - 2 * (quarter // 3), quarter // 3, quarter // 3]
+    text = {
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": section},
+    }
+    vision = {
+        "depth": 2,
+        "hidden_size": vision_hidden,
+        "intermediate_size": 2 * vision_hidden,
+        "num_heads": 2,
+        "out_hidden_size": hidden,
+    }
+    return qwen2_5_vl_config(tokenizer, text, vision)
 
 
 def build_tiny_vlm(folder: str | Path, tokenizer: str = "bpe", seed: int = 0, hidden: int = 64) -> Path:

@@ -285,3 +285,24 @@ def trl_compact_lm_head() -> Iterator[None]:
         yield
     finally:
         trl_utils._use_triton = original
+
+
+# TRL trainer arguments both baselines share: CPU, fp32, the ms-swift optimiser (AdamW, betas 0.9 / 0.95, wd 0.1,
+# cosine), and no logging, saving, progress bars or workers that would add to the measured step.
+TRL_QUIET_CPU = dict(
+    weight_decay=0.1,
+    adam_beta1=0.9,
+    adam_beta2=0.95,
+    optim="adamw_torch",
+    lr_scheduler_type="cosine",
+    use_cpu=True,
+    bf16=False,
+    gradient_checkpointing=False,
+    remove_unused_columns=False,
+    report_to="none",
+    save_strategy="no",
+    logging_steps=10**6,
+    dataloader_num_workers=0,
+    seed=0,
+    disable_tqdm=True,
+)

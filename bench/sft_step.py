@@ -47,6 +47,7 @@ from typing import Any
 
 from bench.common import (
     MALLOC_ENV,
+    TRL_QUIET_CPU,
     Side,
     build_sft_step,
     count_params,
@@ -171,23 +172,9 @@ def build_trl(paths: Paths, batch_size: int, workdir: str) -> list[Side]:
         output_dir=str(Path(workdir) / "trl_out"),
         per_device_train_batch_size=batch_size,
         learning_rate=LR,
-        weight_decay=0.1,
-        adam_beta1=0.9,
-        adam_beta2=0.95,
-        optim="adamw_torch",
-        lr_scheduler_type="cosine",
         max_steps=TOTAL_STEPS,
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        remove_unused_columns=False,
         max_length=None,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=10**6,
-        dataloader_num_workers=0,
-        seed=0,
-        disable_tqdm=True,
+        **TRL_QUIET_CPU,
     )
     trainer = SFTTrainer(
         model=model,

@@ -23,11 +23,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.benchmarks.base import Benchmark, EvalItem
-from datamodules.collate import Encoder
+from datamodules.collate import Encoder, model_inputs
 from datamodules.files import atomic_write_text
 from datamodules.formats import IMAGE_MARKER, Sample
+from datamodules.images import open_rgb
 from datamodules.sampler import shard
-from lightning_modules.sampling import SamplingConfig, banned_token_ids, inference_mode, sample, stop_token_ids
+from lightning_modules.sampling import SamplingConfig, inference_mode, sample_answers
 
 
 def subset(items: list[EvalItem], limit: int | None, seed: int) -> list[EvalItem]:
@@ -36,6 +37,23 @@ def subset(items: list[EvalItem], limit: int | None, seed: int) -> list[EvalItem
         return items
     keep = sorted(random.Random(seed).sample(range(len(items)), limit))
     return [items[i] for i in keep]
+
+
+def check_images(name: str, items: list[EvalItem]) -> None:
+    """Decode every image of a benchmark's items; one error names each broken one with its item id."""
+    broken = []
+    for item in items:
+        for source in item.image_sources():
+            try:
+                open_rgb(source, f"{name} item {item.id}: ")
+            except (ValueError, FileNotFoundError) as err:
+                broken.append(str(err))
+    if broken:
+        shown = "\n  ".join(broken[:10]) + (f"\n  ... and {len(broken) - 10} more" if len(broken) > 10 else "")
+        raise ValueError(
+            f"{len(broken)} evaluation image(s) cannot be decoded:\n  {shown}\n"
+            "(set eval.init_args.verify_images false to skip this check)"
+        )
 
 
 def summarize(benchmark: Benchmark, items: list[EvalItem], results: list[dict[str, Any]]) -> dict[str, float]:
@@ -74,6 +92,7 @@ class GenerativeEval(L.Callback):
             12,845,056, which the Qwen2.5-VL checkpoints also ship).
         output_dir: where predictions go; default `<log_dir>/predictions`.
         breakdowns: log per-group accuracies (subject, class, ...) besides the overall accuracy.
+        verify_images: decode every evaluated image once at setup, so a broken file is named before training.
     """
 
     def __init__(
@@ -91,6 +110,7 @@ class GenerativeEval(L.Callback):
         max_pixels: int | None = None,
         output_dir: str | None = None,
         breakdowns: bool = True,
+        verify_images: bool = True,
     ) -> None:
         self.benchmarks = list(benchmarks or [])
         self.every_n_epochs = every_n_epochs
@@ -106,6 +126,7 @@ class GenerativeEval(L.Callback):
         self.max_pixels = max_pixels
         self.output_dir = output_dir
         self.breakdowns = breakdowns
+        self.verify_images = verify_images
         self._items: dict[str, list[EvalItem]] = {}
         self.last_metrics: dict[str, float] = {}
         self._last_step = -1
@@ -114,7 +135,10 @@ class GenerativeEval(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for bench in self.benchmarks:  # load (and validate) files before any expensive work
             if bench.name not in self._items:
-                self._items[bench.name] = subset(bench.load(), self.limit, self.subset_seed)
+                items = subset(bench.load(), self.limit, self.subset_seed)
+                if self.verify_images:  # a broken image must not crash the fit at its first evaluation
+                    check_images(bench.name, items)
+                self._items[bench.name] = items
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.at_fit_start:
@@ -147,7 +171,6 @@ class GenerativeEval(L.Callback):
         processor, model = pl_module.processor, pl_module.model
         encoder = Encoder(processor, self.min_pixels, self.max_pixels)
         cfg = SamplingConfig(k=1, max_new_tokens=self.max_new_tokens, do_sample=False)
-        stops, banned = stop_token_ids(processor, model), banned_token_ids(processor)
         answers: list[str] = []
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
@@ -158,8 +181,8 @@ class GenerativeEval(L.Callback):
             ]
             batch = encoder.prompts(samples, images=sources)
             batch = {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            for completions in sample(model, batch, cfg, stops, banned):
-                answers.append(processor.tokenizer.decode(completions[0], skip_special_tokens=True))
+            _, texts = sample_answers(model, processor, model_inputs(batch), cfg)
+            answers += [item_texts[0] for item_texts in texts]
         return answers
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, log: bool = True) -> dict[str, float]:

@@ -73,7 +73,7 @@ def render_segments(processor, messages: list[dict[str, str]], generation: bool 
     if generation:
         segments.append((apply(chat, True)[len(done) :], False))
     elif not done:
-        raise ValueError("no assistant turn to train on")
+        raise ValueError("no assistant turn to train on: add the answer as an assistant message")
     return [(text, sup) for text, sup in segments if text]
 
 
@@ -151,6 +151,8 @@ class Collator:
         }
         if any("tier" in item for item in items):  # set when the data carries a difficulty file
             batch["tiers"] = [item.get("tier") for item in items]
+        if any("image_files" in item for item in items):  # image file names: identify items in difficulty rows
+            batch["image_files"] = [list(item.get("image_files", ())) for item in items]
         with_images = [item for item in items if "pixel_values" in item]
         if with_images:
             batch["pixel_values"] = torch.cat([item["pixel_values"] for item in with_images])

@@ -10,8 +10,10 @@ Tests: `python -m pytest tests/test_tiers.py tests/test_difficulty.py -q`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +23,7 @@ from datamodules.files import atomic_write_text
 from datamodules.tiers import assign_tier
 
 REQUIRED_KEYS = ("id", "correct", "k", "pass_rate")
-RERUN_HINT = (
-    "Re-run difficulty estimation on this training file: "
-    "python train.py predict --config configs/<experiment>/difficulty.yaml"
-)
+RERUN_HINT = "Re-run difficulty estimation on this training file: python scripts/runs.py <experiment>/difficulty"
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,7 @@ class DifficultyRow:
     pass_rate: float
     answers: tuple[str, ...] | None = None
     solution: str | None = None
+    images: tuple[str, ...] | None = None  # image file names: with `solution`, identifies the item (index ids)
 
     @property
     def tier(self) -> str:
@@ -48,7 +48,23 @@ class DifficultyRow:
             row["answers"] = list(self.answers)
         if self.solution is not None:
             row["solution"] = self.solution
+        if self.images is not None:
+            row["images"] = list(self.images)
         return row
+
+    @classmethod
+    def from_json(cls, obj: dict) -> DifficultyRow:
+        """A row from its (already validated) JSON form."""
+        answers, images = obj.get("answers"), obj.get("images")
+        return cls(
+            obj["id"],
+            obj["correct"],
+            obj["k"],
+            obj["correct"] / obj["k"],
+            tuple(answers) if answers is not None else None,
+            obj.get("solution"),
+            tuple(images) if images is not None else None,
+        )
 
 
 def _parse_row(obj: object, where: str) -> DifficultyRow:
@@ -72,10 +88,13 @@ def _parse_row(obj: object, where: str) -> DifficultyRow:
     solution = obj.get("solution")
     if solution is not None and not isinstance(solution, str):
         raise ValueError(f"{where}: 'solution' must be a string, got {solution!r}")
+    images = obj.get("images")
+    if images is not None and not (isinstance(images, list) and all(isinstance(i, str) for i in images)):
+        raise ValueError(f"{where}: 'images' must be a list of file names")
     # Tiers use `correct`, intervals use `pass_rate`: refuse a file where the two disagree.
     if not isinstance(obj["pass_rate"], int | float) or abs(obj["pass_rate"] - correct / k) > 1e-6:
         raise ValueError(f"{where}: 'pass_rate' {obj['pass_rate']!r} != correct / k = {correct / k}")
-    return DifficultyRow(rid, correct, k, correct / k, tuple(answers) if answers is not None else None, solution)
+    return DifficultyRow.from_json(obj)
 
 
 def read_difficulty(path: str | os.PathLike) -> dict[str, DifficultyRow]:
@@ -90,7 +109,7 @@ def read_difficulty(path: str | os.PathLike) -> dict[str, DifficultyRow]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+                raise ValueError(f"{where}: malformed JSON (column {err.colno}): {err.msg}") from None
             row = _parse_row(obj, where)
             if row.id in rows:
                 raise ValueError(f"{where}: duplicate id {row.id!r} (first seen on line {first_line[row.id]})")
@@ -168,3 +187,91 @@ def done_rows(output: str | os.PathLike) -> dict[str, dict[str, Any]]:
     for shard in sorted(shards.glob("rank*.jsonl")) if shards.exists() else []:
         rows.update(read_shard_rows(shard))
     return rows
+
+
+def item_key(solution: str | None, images: list[str]) -> tuple[str | None, tuple[str, ...]]:
+    """What identifies an item across the two official formats: its answer and its image file names (not their
+    folders, which image_root remaps per machine)."""
+    return solution, tuple(Path(p).name for p in images)
+
+
+def same_answer(a: str, b: str) -> bool:
+    """Answers equal up to surrounding space, or boxes equal after int truncation (the official SFT files truncate
+    grounding targets to integers, the GRPO files keep the floats)."""
+    if a.strip() == b.strip():
+        return True
+    numbers_a, numbers_b = re.findall(r"-?\d+(?:\.\d+)?", a), re.findall(r"-?\d+(?:\.\d+)?", b)
+    return len(numbers_a) == len(numbers_b) == 4 and [int(float(x)) for x in numbers_a] == [
+        int(float(x)) for x in numbers_b
+    ]
+
+
+def check_items(
+    items: Mapping[str, tuple[str | None, tuple[str, ...]]],
+    difficulty: Mapping[str, DifficultyRow],
+    train_file: str,
+    difficulty_file: str,
+) -> None:
+    """Refuse rows that describe other items than the training file's (the released files have no ids, so index ids
+    of another data file would otherwise match silently): answers and image names must agree where both are known."""
+    bad = []
+    for item_id, (solution, images) in items.items():
+        row = difficulty.get(item_id)
+        if row is None:
+            continue
+        if row.solution is not None and solution is not None and not same_answer(row.solution, solution):
+            bad.append(f"id {item_id!r}: answer {row.solution!r} in the difficulty file, {solution!r} in the data")
+        elif row.images is not None and tuple(row.images) != images:
+            bad.append(f"id {item_id!r}: images {list(row.images)} in the difficulty file, {list(images)} in the data")
+    if bad:
+        shown = "\n  - ".join(bad[:5]) + (f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ValueError(
+            f"Difficulty file {difficulty_file} describes other items than {train_file} ({len(bad)} of "
+            f"{len(items)} differ):\n  - {shown}\n{RERUN_HINT}"
+        )
+
+
+# ------------------------------------------------------------------------------ fingerprints of an estimate
+
+
+def meta_path(output: str | os.PathLike) -> Path:
+    """The fingerprint of a complete output: `<output>.meta.json`."""
+    return Path(f"{output}.meta.json")
+
+
+def items_digest(items: Iterable[tuple[str, str | None, tuple[str, ...]]]) -> str:
+    """sha256 over the predict file's (id, answer, image names), in order."""
+    return hashlib.sha256(json.dumps(list(items), ensure_ascii=False).encode()).hexdigest()
+
+
+def checkpoint_identity(path: str, adapter: str | None = None) -> dict[str, Any]:
+    """What a difficulty estimate's model was: its path plus a content hash of its config and weights (a new cold
+    start into the same folder changes it); a hub id is named as is."""
+    identity: dict[str, Any] = {"path": path}
+    for name, folder in (("model", path), ("adapter", adapter)):
+        if folder is None:
+            continue
+        root = Path(folder)
+        if not root.is_dir():
+            identity[name] = folder
+            continue
+        digest = hashlib.blake2b(digest_size=16)
+        files = sorted(p for p in root.iterdir() if p.suffix in (".json", ".safetensors", ".bin") and p.is_file())
+        for file in files:
+            if "tokenizer" in file.name or file.name.startswith(("preprocessor", "processor", "chat_template")):
+                continue  # the processor's files do not change what the model answers
+            digest.update(file.name.encode())
+            with open(file, "rb") as f:
+                while chunk := f.read(1 << 24):
+                    digest.update(chunk)
+        identity[name] = digest.hexdigest()
+    return identity
+
+
+def fingerprint_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences between two fingerprints (empty = the same estimate)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            out.append(f"{key}: {old.get(key, '<absent>')} -> {new.get(key, '<absent>')}")
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from datamodules.difficulty_file import check_matches, read_difficulty
+from datamodules.difficulty_file import check_items, check_matches, item_key, read_difficulty
 from datamodules.formats import read_records, record_to_sample
 from datamodules.tiers import PRESETS, Selection, apply_selection, export_messages_json, records_to_messages
 
@@ -23,6 +23,7 @@ def export(train_file: str, difficulty_file: str, out: str, selection: Selection
     ids = [s.id for s in samples]
     difficulty = read_difficulty(difficulty_file)
     check_matches(ids, difficulty, train_file, difficulty_file)
+    check_items({s.id: item_key(s.solution, s.images) for s in samples}, difficulty, train_file, difficulty_file)
     keep = set(apply_selection(ids, difficulty, selection))
     rows = []
     for sample, record in zip(samples, records):

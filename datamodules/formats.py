@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 IMAGE_MARKER = "<image>"
+ROLES = {"system", "user", "assistant"}
 
 
 @dataclass
@@ -39,19 +40,51 @@ class Sample:
         return self.messages
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """A JSON list or JSONL file as a list of dicts; errors name the file and the record index."""
+def read_text(path: str | Path) -> str:
+    """A text file as UTF-8 (a byte-order mark is dropped); a clear error for a missing or non-UTF-8 file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}: not UTF-8 (byte {err.start}, line {line}: {data[err.start : err.start + 4]!r}). "
+            "Re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.json > out.json`."
+        ) from None
+
+
+def _json_error(path: Path, what: str, err: json.JSONDecodeError, lineno: int | None = None) -> ValueError:
+    line = err.lineno if lineno is None else lineno
+    return ValueError(f"{path}: {what} (line {line}, column {err.colno}): {err.msg}")
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """A JSON list or JSONL file as a list of dicts; errors name the file and the record index (or line)."""
+    path = Path(path)
+    text = read_text(path)
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
             records = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+            raise _json_error(path, "malformed JSON", err) from None
     else:
+        whole = None
+        if stripped.startswith("{") and "\n" in stripped.strip():
+            try:
+                whole = json.loads(text)
+            except json.JSONDecodeError:
+                whole = None  # JSONL: one object per line, parsed below
+        if isinstance(whole, dict):
+            lists = [k for k, v in whole.items() if isinstance(v, list)]
+            hint = f"; its records seem to be under {lists[0]!r}: save that list as the file" if lists else ""
+            raise ValueError(
+                f"{path}: one JSON object (keys {sorted(whole)[:5]}) spread over several lines; expected a JSON list of "
+                f"records or JSONL (one object per line){hint}"
+            )
         records = []
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -59,9 +92,11 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{path}: malformed JSONL record {len(records)} (line {lineno}): {err.msg}. Fix or delete that line."
+                raise _json_error(
+                    path, f"malformed JSONL record {len(records)}; fix or delete that line", err, lineno
                 ) from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of records or JSONL, got a {type(records).__name__}")
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise ValueError(f"{path}: record {index} is a {type(record).__name__}, expected an object")
@@ -94,6 +129,11 @@ def record_to_sample(record: dict[str, Any], index: int, path: Path, image_root:
         if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
             raise ValueError(f"{where}: 'messages' must be a list of {{role, content}} objects")
         messages = [{"role": m["role"], "content": str(m.get("content", ""))} for m in messages]
+        unknown = sorted({m["role"] for m in messages} - ROLES)
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown role(s) {unknown}; roles are lower-case {sorted(ROLES)} (Qwen's chat template)"
+            )
         images = _as_list(record.get("images"))
         solution = next((m["content"] for m in reversed(messages) if m["role"] == "assistant"), None)
         if record.get("solution") is not None:

@@ -11,6 +11,7 @@ import io
 import math
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 ImageSource = str | Path | bytes | Image.Image  # a path, encoded bytes (parquet cells) or a decoded image
@@ -31,7 +32,10 @@ def smart_resize(
 ) -> tuple[int, int]:
     """Target (height, width): multiples of `factor`, area within [min_pixels, max_pixels], aspect kept."""
     if max(height, width) / min(height, width) > MAX_RATIO:
-        raise ValueError(f"aspect ratio of a {width}x{height} image exceeds {MAX_RATIO}")
+        raise ValueError(
+            f"a {width}x{height} image has an aspect ratio above {MAX_RATIO}, which Qwen2.5-VL cannot take; "
+            "crop or pad it, or drop the record"
+        )
     h_bar = max(factor, _round_by(height, factor))
     w_bar = max(factor, _round_by(width, factor))
     if h_bar * w_bar > max_pixels:
@@ -52,7 +56,16 @@ def num_image_tokens(height: int, width: int, min_pixels: int = MIN_PIXELS, max_
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """RGBA/LA/P-with-transparency composited onto white; any other mode converted to RGB."""
+    """RGBA/LA/P-with-transparency composited onto white; 16-bit and float greyscale rescaled to 8 bits (PIL's own
+    convert clips them, turning most 16-bit pixels white); any other mode converted to RGB."""
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+        else:  # I;16, I;16B, I;16L or I (16-bit PNGs decode as I or I;16)
+            scale = 1.0 / 257.0 if values.max(initial=0.0) > 255 or image.mode.startswith("I;16") else 1.0
+        grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -82,9 +95,33 @@ def open_rgb(source: ImageSource, where: str = "") -> Image.Image:
         return to_rgb(source)
     if not isinstance(source, bytes):
         image_size(source, where)  # clear errors for missing / unreadable files first
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-        image.load()
-        return to_rgb(image)
+    name = "image bytes" if isinstance(source, bytes) else str(source)
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            image.load()
+            return to_rgb(image)
+    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data: PIL fails only when decoding
+        raise ValueError(f"{where}cannot decode {name}: {err}. Replace the file or remove the record.") from None
+
+
+def verify_images(images: dict[str, str], progress_every: int = 2000) -> None:
+    """Decode every image fully ({path: record}) before any training, so a truncated or corrupt file is named with
+    its record now instead of crashing a run at its batch; one error lists every broken file."""
+    broken = []
+    for n, (path, where) in enumerate(images.items(), 1):
+        try:
+            open_rgb(path, f"{where}: ")
+        except (ValueError, FileNotFoundError) as err:
+            broken.append(str(err))
+        if progress_every and n % progress_every == 0:
+            print(f"[data] verified {n}/{len(images)} images", flush=True)
+    if broken:
+        shown = "\n  ".join(broken[:10])
+        more = f"\n  ... and {len(broken) - 10} more" if len(broken) > 10 else ""
+        raise ValueError(
+            f"{len(broken)} of {len(images)} images cannot be decoded:\n  {shown}{more}\n"
+            "(set data.verify_images false to skip this check)"
+        )
 
 
 def load_image(

@@ -66,6 +66,42 @@ PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
+def check_checkpoint(path: str | Path) -> str:
+    """The checkpoint `path` as a string, after failing fast and clearly on the usual mistakes: a local folder that
+    does not exist (transformers would report a malformed hub repo id), or a hub id while the hub is unreachable and
+    the id is not in the local cache (transformers would retry for about a minute)."""
+    text = str(path)
+    folder = Path(text).expanduser()
+    if folder.exists():
+        if folder.is_dir() and not (folder / "config.json").exists():
+            raise FileNotFoundError(f"{folder}: no config.json; expected a Hugging Face checkpoint folder")
+        return str(folder)
+    looks_local = text.startswith(("/", ".", "~")) or text.count("/") != 1 or "\\" in text
+    if looks_local:
+        raise FileNotFoundError(
+            f"model folder {text} does not exist. If it is a previous stage's output (e.g. the cold start's "
+            "exported model), run that stage first; otherwise fix model_path."
+        )
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(text, "config.json"), str):
+        return text  # cached: transformers loads it without the network
+    reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else None
+    if reason is None:
+        import socket
+
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        except OSError:
+            reason = "huggingface.co is unreachable"
+    if reason:
+        raise FileNotFoundError(
+            f"{text!r} is neither a local folder nor in the Hugging Face cache, and {reason}: check the spelling, "
+            "or download it on a connected machine (`hf download ...`) and point model_path at the folder."
+        )
+    return text
+
+
 def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: int | None = None):
     """Load the image-only processor of a checkpoint folder, with a clear error when its files are missing.
 
@@ -73,6 +109,7 @@ def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: 
     pipeline resizes first with the same bounds (`pixel_bounds`), so the processor's own resize is a no-op, as with
     qwen-vl-utils.
     """
+    path = check_checkpoint(path)
     folder = Path(path)
     if folder.is_dir():
         names = {p.name for p in folder.iterdir()}

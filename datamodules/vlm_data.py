@@ -23,9 +23,11 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.collate import IGNORE_INDEX, Encoder
-from datamodules.difficulty_file import check_matches, done_rows, read_difficulty
+from datamodules.difficulty_file import check_items, check_matches, done_rows, item_key, read_difficulty
+from datamodules.errors import checked
 from datamodules.files import atomic_write_json
 from datamodules.formats import Sample, read_samples
+from datamodules.images import verify_images
 from datamodules.processor import load_processor
 from datamodules.sampler import ResumableSampler, shard
 from datamodules.tier_report import format_tier_report, log_tier_report, tier_report
@@ -62,6 +64,7 @@ class SampleDataset(Dataset):
             item["labels"] = item["labels"][: self.truncate_to]
         if sample.id in self.tiers:
             item["tier"] = self.tiers[sample.id]
+        item["image_files"] = item_key(sample.solution, sample.images)[1]
         return item
 
 
@@ -91,6 +94,8 @@ class VLMDataModule(L.LightningDataModule):
         prompt_only: serve training batches as left-padded prompts without answers (GRPO rollouts).
         predict_done_file: a difficulty output whose finished rows (file and `.shards/`) are skipped by `predict`;
             linked from the DifficultyWriter's `output` by train.py.
+        verify_images: decode every image once at setup (before the model loads), so a truncated or corrupt file is
+            named with its record now rather than crashing the run at its batch.
     """
 
     def __init__(
@@ -113,10 +118,12 @@ class VLMDataModule(L.LightningDataModule):
         selection: Selection = Selection(),
         prompt_only: bool = False,
         predict_done_file: str | None = None,
+        verify_images: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["selection"])
         self.selection = selection
+        checked(self.problems(), "data")
         self.hparams["selection"] = vars(self.selection).copy()  # plain dict: checkpoints load with weights_only
         self.encoder: Encoder | None = None
         self.train_samples: list[Sample] = []
@@ -126,6 +133,21 @@ class VLMDataModule(L.LightningDataModule):
         self._sampler: ResumableSampler | None = None
         self._resume: dict[str, int] = {}
         self.report: dict[str, Any] = {}
+
+    def problems(self) -> list[str]:
+        """Invalid options, all at once (checked before anything is read or loaded)."""
+        hp, out = self.hparams, list(self.selection.problems())
+        for name in ("batch_size", "eval_batch_size"):
+            if hp[name] < 1:
+                out.append(f"data.{name} must be >= 1, got {hp[name]}")
+        if hp.max_length is not None and hp.max_length < 1:
+            out.append(f"data.max_length must be >= 1 or null, got {hp.max_length}")
+        if hp.num_workers < 0:
+            out.append(f"data.num_workers must be >= 0, got {hp.num_workers}")
+        for name in ("min_pixels", "max_pixels"):
+            if hp[name] is not None and hp[name] < 28 * 28:
+                out.append(f"data.{name} must be at least 784 (one 28x28 block) or null, got {hp[name]}")
+        return out
 
     # ----------------------------------------------------------------- setup
     def _encoder(self) -> Encoder:
@@ -146,6 +168,7 @@ class VLMDataModule(L.LightningDataModule):
         difficulty = read_difficulty(hp.difficulty_file)
         ids = [s.id for s in samples]
         check_matches(ids, difficulty, source, hp.difficulty_file)
+        check_items({s.id: item_key(s.solution, s.images) for s in samples}, difficulty, source, hp.difficulty_file)
         self.tiers = {i: difficulty[i].tier for i in ids}
         keep = set(apply_selection(ids, difficulty, selection))
         selected = [s for s in samples if s.id in keep]
@@ -169,7 +192,12 @@ class VLMDataModule(L.LightningDataModule):
         hp, encoder = self.hparams, self._encoder()
         over: list[dict[str, Any]] = []
         for sample in samples:
-            total, image_tokens = encoder.measure(sample, generation)
+            try:
+                total, image_tokens = encoder.measure(sample, generation)
+            except ValueError as err:
+                if str(err).startswith(sample.source):
+                    raise
+                raise ValueError(f"{sample.source}: {err}") from None
             if hp.max_length is not None and image_tokens >= hp.max_length:
                 raise ValueError(
                     f"{sample.source}: its images alone take {image_tokens} tokens, max_length is {hp.max_length}. "
@@ -207,15 +235,25 @@ class VLMDataModule(L.LightningDataModule):
                 raise ValueError("data.train_file is required for fit")
             samples = self.select(read_samples(hp.train_file, hp.image_root), hp.train_file)
             self.train_samples = self.check_lengths(samples, generation=hp.prompt_only)
+            if hp.prompt_only:
+                require_solutions(self.train_samples, "GRPO's rewards score every answer against it")
+            self._verify(self.train_samples)
         if stage in ("fit", "validate", None) and hp.val_file and not self.val_samples:
             self.val_samples = self.check_lengths(read_samples(hp.val_file, hp.image_root))
+            self._verify(self.val_samples)
         if stage == "predict" and not self.predict_samples:
             path = hp.predict_file or hp.train_file
             if path is None:
                 raise ValueError("data.predict_file (or data.train_file) is required for predict")
             self.predict_samples = self.check_lengths(read_samples(path, hp.image_root), generation=True)
+            require_solutions(self.predict_samples, "difficulty estimation scores every answer against it")
+            self._verify(self.predict_samples)
         if self.report and self.trainer is not None and self.trainer.log_dir:
             atomic_write_json(Path(self.trainer.log_dir) / "data_report.json", self.report)
+
+    def _verify(self, samples: list[Sample]) -> None:
+        if self.hparams.verify_images:
+            verify_images({path: s.source for s in samples for path in s.images})
 
     @property
     def predict_ids(self) -> list[str]:
@@ -280,6 +318,14 @@ class VLMDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self._resume = dict(state_dict) if state_dict else {}
+
+
+def require_solutions(samples: list[Sample], why: str) -> None:
+    """Every sample needs a gold answer (`solution`, or the last assistant turn): one error lists the records."""
+    missing = [s.source for s in samples if not (s.solution or "").strip()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(f"{len(missing)} record(s) have no answer ({why}): {shown}. Add a 'solution' to each.")
 
 
 __all__ = ["VLMDataModule", "SampleDataset", "IGNORE_INDEX"]

@@ -10,6 +10,7 @@ batching, DDP rank or resume point. Rows go to `callbacks.difficulty_writer.Diff
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict
 from typing import Any
 
@@ -17,10 +18,10 @@ import lightning as L
 import torch
 
 from datamodules.collate import model_inputs
+from datamodules.errors import checked
 from datamodules.scoring import get_scorer
-from lightning_modules.sampling import SamplingConfig, banned_token_ids, item_generator, sample, stop_token_ids
-from lightning_modules.training import checked
-from lightning_modules.vlm import VLMOptions, build_vlm
+from lightning_modules.sampling import SamplingConfig, item_generator, sample_answers
+from lightning_modules.vlm import VLMOptions, build_vlm, vlm_problems
 
 
 class DifficultyEstimator(L.LightningModule):
@@ -45,8 +46,9 @@ class DifficultyEstimator(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["vlm", "sampling"])
-        self.vlm, self.sampling = vlm, sampling
-        problems = self.sampling.problems()
+        # copies: the defaults in the signature are shared instances
+        self.vlm, self.sampling = copy.deepcopy(vlm), copy.deepcopy(sampling)
+        problems = vlm_problems(self.vlm) + self.sampling.problems()
         if not self.sampling.do_sample:
             problems.append("sampling.do_sample must be true: k greedy answers are all the same")
         checked(problems, "difficulty")
@@ -66,18 +68,10 @@ class DifficultyEstimator(L.LightningModule):
         inputs = model_inputs(batch)
         generators = [item_generator(self.sampling.seed, item_id) for item_id in batch["ids"]]
         with torch.no_grad():
-            completions = sample(
-                self.model,
-                inputs,
-                self.sampling,
-                stop_token_ids(self.processor, self.model),
-                banned_token_ids(self.processor),
-                generators,
-            )
-        tok = self.processor.tokenizer
+            _, texts = sample_answers(self.model, self.processor, inputs, self.sampling, generators)
         rows = []
-        for item_id, solution, answers_ids in zip(batch["ids"], batch["solutions"], completions):
-            answers = [tok.decode(ids, skip_special_tokens=True) for ids in answers_ids]
+        image_files = batch.get("image_files") or [None] * len(batch["ids"])
+        for item_id, solution, files, answers in zip(batch["ids"], batch["solutions"], image_files, texts):
             correct = sum(bool(self.score(answer, solution)) for answer in answers)
             row = {
                 "id": item_id,
@@ -86,6 +80,8 @@ class DifficultyEstimator(L.LightningModule):
                 "pass_rate": correct / self.sampling.k,
                 "solution": solution,
             }
+            if files is not None:
+                row["images"] = files
             if self.hparams.keep_answers:
                 row["answers"] = answers
             rows.append(row)

@@ -23,26 +23,26 @@ import lightning as L
 import torch
 
 from datamodules.collate import model_inputs
+from datamodules.errors import checked
 from datamodules.scoring import get_scorer
 from lightning_modules.grpo_loss import LOSS_TYPES, group_advantages, grpo_loss, zero_std_groups
 from lightning_modules.rollout import build_sequences, sequence_logprobs
 from lightning_modules.sampling import (
     SamplingConfig,
-    banned_token_ids,
     inference_mode,
     item_generator,
-    sample,
-    stop_token_ids,
+    sample_answers,
 )
 from lightning_modules.training import (
     OptimConfig,
     RNGResume,
-    checked,
-    configure_adamw,
-    export_model,
-    keep_trainable,
+    check_export_hook,
+    export_hook,
+    load_trainable_hook,
+    optimizers_hook,
+    save_trainable_hook,
 )
-from lightning_modules.vlm import VLMOptions, build_vlm
+from lightning_modules.vlm import VLMOptions, build_vlm, vlm_problems
 
 
 @dataclass
@@ -108,8 +108,14 @@ class GRPOModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["vlm", "sampling", "grpo", "optim"])
-        self.vlm, self.sampling, self.grpo, self.optim = vlm, sampling, grpo, optim
-        problems = self.sampling.problems() + self.grpo.problems() + self.optim.problems()
+        # copies: the defaults in the signature are shared instances
+        self.vlm, self.sampling, self.grpo, self.optim = (
+            copy.deepcopy(vlm),
+            copy.deepcopy(sampling),
+            copy.deepcopy(grpo),
+            copy.deepcopy(optim),
+        )
+        problems = vlm_problems(self.vlm) + self.sampling.problems() + self.grpo.problems() + self.optim.problems()
         if self.sampling.k < 2:
             problems.append("sampling.k (the group size G) must be >= 2: advantages are relative to the group")
         if not self.sampling.do_sample:
@@ -143,16 +149,8 @@ class GRPOModule(L.LightningModule):
         step_seed = self.sampling.seed + 1_000_003 * self.global_step  # never the rank: same rollouts on any world size
         generators = [item_generator(step_seed, item_id) for item_id in batch["ids"]]
         with inference_mode(self.model):
-            completions = sample(
-                self.model,
-                inputs,
-                self.sampling,
-                stop_token_ids(self.processor, self.model),
-                banned_token_ids(self.processor),
-                generators,
-            )
+            completions, texts = sample_answers(self.model, self.processor, inputs, self.sampling, generators)
         tok = self.processor.tokenizer
-        texts = [[tok.decode(c, skip_special_tokens=True) for c in item] for item in completions]
         rewards = torch.tensor(
             [self.reward(t, sol) for item, sol in zip(texts, batch["solutions"]) for t in item],
             dtype=torch.float32,
@@ -248,23 +246,21 @@ class GRPOModule(L.LightningModule):
             lines += [f"- `{t!r}` reward {r:.2f}" for t, r in zip(rollout["texts"][0], rewards[:group].tolist())]
             writer.add_text("train/completions", "\n".join(lines), global_step=self.global_step)
 
+    def set_accumulation(self, steps: int) -> None:
+        """Prompt batches per optimizer step (set by `callbacks.global_batch.GlobalBatchSize`)."""
+        self.grpo.grad_accum = steps
+        checked(self.grpo.problems(), "GRPO")
+        self.hparams["grpo"] = asdict(self.grpo)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Nothing per batch: GRPO is evaluated by generation (`callbacks/generative_eval.py`)."""
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self.rng.restore_pending()
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        return configure_adamw(self, self.optim)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep_trainable(self, checkpoint)
-        self.rng.save(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.configure_model()
-        self.rng.load(checkpoint)
-
-    def on_fit_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
-            export_model(self.model, self.processor, self.hparams.export_dir)
+    # shared with GRPOModule / SFTModule as functions (lightning_modules/training.py), not through a base class
+    configure_optimizers = optimizers_hook
+    on_save_checkpoint = save_trainable_hook
+    on_load_checkpoint = load_trainable_hook
+    setup = check_export_hook
+    on_fit_end = export_hook

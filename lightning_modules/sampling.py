@@ -203,6 +203,17 @@ def sample(
     return [results[b * k : (b + 1) * k] for b in range(bsz)]
 
 
+def sample_answers(
+    model, processor, inputs: dict[str, torch.Tensor], cfg: SamplingConfig, generators=None
+) -> tuple[list[list[list[int]]], list[list[str]]]:
+    """`sample` with the model's stop tokens and the vision tokens banned, plus the decoded texts: (ids, texts),
+    both [prompt][answer]. The one call evaluation, difficulty estimation and GRPO rollouts make."""
+    stops, banned = stop_token_ids(processor, model), banned_token_ids(processor)
+    ids = sample(model, inputs, cfg, stops, banned, generators)
+    decode = processor.tokenizer.decode
+    return ids, [[decode(c, skip_special_tokens=True) for c in item] for item in ids]
+
+
 def _sample_per_item(probs: torch.Tensor, items: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
     """One multinomial call per item (its active rows together) with that item's RNG: reproducible per item."""
     tokens = torch.empty(probs.shape[0], dtype=torch.long)

@@ -9,6 +9,7 @@ with vocabulary x sequence length (151,665 x ~1,300 for a Qwen2.5-VL ImageNet ba
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict
 from typing import Any
@@ -19,15 +20,17 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import grad_norm
 
 from datamodules.collate import IGNORE_INDEX, model_inputs
+from datamodules.errors import checked
 from lightning_modules.training import (
     OptimConfig,
     RNGResume,
-    checked,
-    configure_adamw,
-    export_model,
-    keep_trainable,
+    check_export_hook,
+    export_hook,
+    load_trainable_hook,
+    optimizers_hook,
+    save_trainable_hook,
 )
-from lightning_modules.vlm import VLMOptions, build_vlm, unwrap
+from lightning_modules.vlm import VLMOptions, build_vlm, unwrap, vlm_problems
 
 
 def supervised_loss(model, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
@@ -64,8 +67,9 @@ class SFTModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["vlm", "optim"])
-        self.vlm, self.optim = vlm, optim
-        checked(self.optim.problems(), "SFT")
+        # copies: the defaults in the signature are shared instances
+        self.vlm, self.optim = copy.deepcopy(vlm), copy.deepcopy(optim)
+        checked(vlm_problems(self.vlm) + self.optim.problems(), "SFT")
         self.hparams.update(vlm=asdict(self.vlm), optim=asdict(self.optim))  # plain dicts: weights_only loading
         self.model = None
         self.processor = None
@@ -108,18 +112,9 @@ class SFTModule(L.LightningModule):
         self._t0, self._tokens = time.perf_counter(), 0
         self.log("train/lr", optimizer.param_groups[0]["lr"])
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        return configure_adamw(self, self.optim)
-
-    # ----------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep_trainable(self, checkpoint)
-        self.rng.save(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.configure_model()
-        self.rng.load(checkpoint)
-
-    def on_fit_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
-            export_model(self.model, self.processor, self.hparams.export_dir)
+    # shared with GRPOModule / SFTModule as functions (lightning_modules/training.py), not through a base class
+    configure_optimizers = optimizers_hook
+    on_save_checkpoint = save_trainable_hook
+    on_load_checkpoint = load_trainable_hook
+    setup = check_export_hook
+    on_fit_end = export_hook

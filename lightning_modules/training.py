@@ -15,6 +15,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from datamodules.files import check_writable
+
 
 @dataclass
 class OptimConfig:
@@ -101,6 +103,39 @@ class RNGResume:
             self._pending = None
 
 
+# Lightning hooks that SFT and GRPO share, written once and assigned in each class body (`on_save_checkpoint =
+# save_trainable_hook`), so the modules stay plain LightningModules without a common base class. They expect the
+# module's `model`, `processor`, `rng` (RNGResume), `optim` (OptimConfig), `configure_model()` and
+# `hparams.export_dir`.
+def optimizers_hook(module: L.LightningModule) -> dict[str, Any]:
+    """`configure_optimizers`: AdamW + warmup-cosine over the trainable parameters."""
+    return configure_adamw(module, module.optim)
+
+
+def save_trainable_hook(module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+    """`on_save_checkpoint`: trainable weights and the RNG state only."""
+    keep_trainable(module, checkpoint)
+    module.rng.save(checkpoint)
+
+
+def load_trainable_hook(module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+    """`on_load_checkpoint`: build the base model first (the checkpoint holds only trainable weights)."""
+    module.configure_model()
+    module.rng.load(checkpoint)
+
+
+def check_export_hook(module: L.LightningModule, stage: str) -> None:
+    """`setup`: prove `export_dir` writable before training, not after it."""
+    if stage == "fit" and module.hparams.export_dir and module.trainer.is_global_zero:
+        check_writable(module.hparams.export_dir, "export_dir")
+
+
+def export_hook(module: L.LightningModule) -> None:
+    """`on_fit_end`: save the merged model + processor to `export_dir` (the next stage's `model_path`)."""
+    if module.hparams.export_dir and module.trainer.is_global_zero:
+        export_model(module.model, module.processor, module.hparams.export_dir)
+
+
 def export_model(model, processor, out_dir: str) -> None:
     """Save a standalone Hugging Face checkpoint: LoRA merged into a copy of the weights, plus the processor (which
     carries its pixel bounds), ready to be the next stage's `model_path`."""
@@ -112,9 +147,3 @@ def export_model(model, processor, out_dir: str) -> None:
     processor.save_pretrained(out_dir)
     if was_training:
         to_save.train()
-
-
-def checked(problems: list[str], what: str) -> None:
-    """Raise one error listing every invalid option (litgpt's `validate_args` style); nothing when empty."""
-    if problems:
-        raise ValueError(f"invalid {what} options:\n" + "\n".join(f"  - {p}" for p in problems))

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from datamodules.processor import load_processor
+from datamodules.errors import checked
+from datamodules.processor import check_checkpoint, load_processor
 
 # LoRA targets. "language": every linear of the language model (not lm_head, not the vision tower).
 LANGUAGE_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -88,20 +89,34 @@ class VLMOptions:
     """Allow model code from the checkpoint folder (not needed for Qwen2.5-VL)."""
 
 
-def check_options(opts: VLMOptions) -> None:
-    """Refuse invalid combinations all at once, before loading anything."""
+def vlm_problems(opts: VLMOptions) -> list[str]:
+    """Invalid builder options, all at once (modules check them at construction, before anything loads)."""
     problems = []
     if opts.dtype not in DTYPES:
-        problems.append(f"dtype {opts.dtype!r} is not one of {sorted(DTYPES)}")
+        problems.append(f"vlm.dtype {opts.dtype!r} is not one of {sorted(DTYPES)}")
+    if opts.lora is not None and opts.lora.target not in TARGET_PRESETS:
+        try:
+            re.compile(opts.lora.target)
+        except re.error as err:
+            problems.append(
+                f"vlm.lora.target {opts.lora.target!r} is neither a preset {sorted(TARGET_PRESETS)} nor a valid "
+                f"regex ({err})"
+            )
+    if opts.lora is not None and (opts.lora.r < 1 or opts.lora.alpha <= 0 or not 0 <= opts.lora.dropout < 1):
+        problems.append(f"vlm.lora needs r >= 1, alpha > 0 and 0 <= dropout < 1, got {opts.lora}")
     if opts.qlora is not None and opts.lora is None:
-        problems.append("qlora needs lora (4-bit base weights cannot be trained directly)")
+        problems.append("vlm.qlora needs vlm.lora (4-bit base weights cannot be trained directly)")
     if opts.qlora is not None:
         if opts.qlora.quant_type not in ("nf4", "fp4"):
-            problems.append(f"qlora.quant_type {opts.qlora.quant_type!r} must be nf4 or fp4")
+            problems.append(f"vlm.qlora.quant_type {opts.qlora.quant_type!r} must be nf4 or fp4")
         if opts.qlora.compute_dtype not in DTYPES:
-            problems.append(f"qlora.compute_dtype {opts.qlora.compute_dtype!r} is not one of {sorted(DTYPES)}")
-    if problems:
-        raise ValueError("invalid model options: " + "; ".join(problems))
+            problems.append(f"vlm.qlora.compute_dtype {opts.qlora.compute_dtype!r} is not one of {sorted(DTYPES)}")
+    return problems
+
+
+def check_options(opts: VLMOptions) -> None:
+    """Refuse invalid combinations all at once, before loading anything."""
+    checked(vlm_problems(opts), "model")
 
 
 def _bitsandbytes_config(q: QuantOptions):
@@ -160,8 +175,9 @@ def build_vlm(
 
     opts = opts or VLMOptions()
     check_options(opts)
-    if Path(model_path).exists() and not (Path(model_path) / "config.json").exists():
-        raise FileNotFoundError(f"{model_path}: no config.json; expected a Hugging Face checkpoint folder")
+    model_path = check_checkpoint(model_path)
+    if opts.adapter_path and not (Path(opts.adapter_path) / "adapter_config.json").exists():
+        raise FileNotFoundError(f"adapter_path {opts.adapter_path}: no adapter_config.json (a PEFT adapter folder)")
     processor = load_processor(model_path, min_pixels, max_pixels)
     kwargs = {"dtype": DTYPES[opts.dtype], "trust_remote_code": opts.trust_remote_code}
     if opts.attn_implementation:

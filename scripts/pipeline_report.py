@@ -2,7 +2,8 @@
 
     python scripts/pipeline_report.py runs/demo
 
-Reads `<run>/<stage>/predictions/metrics.json` (written by GenerativeEval) and `<run>/timings.jsonl` (written by
+Reads `<run>/<stage>/version_N/predictions/metrics.json` (the newest N; written by GenerativeEval) and
+`<run>/timings.jsonl` (written by
 scripts/demo.sh). Training wall time excludes evaluation; DC-SFT's cost includes difficulty estimation, as in the
 paper's Fig. 4 (DC-SFT incl. the 8-rollout estimate vs GRPO).
 """
@@ -22,6 +23,13 @@ METHODS = [
 ]
 
 
+def latest_metrics(stage_dir: Path) -> Path | None:
+    """`metrics.json` of the newest run of a stage (`<stage>/version_N/predictions/`; older runs: no version)."""
+    found = sorted(stage_dir.glob("version_*/predictions/metrics.json"), key=lambda p: int(p.parts[-3].split("_")[1]))
+    legacy = stage_dir / "predictions" / "metrics.json"
+    return found[-1] if found else (legacy if legacy.exists() else None)
+
+
 def load(run: Path) -> tuple[list[dict], list[str]]:
     timings: dict[str, float] = {}
     if (run / "timings.jsonl").exists():
@@ -30,8 +38,8 @@ def load(run: Path) -> tuple[list[dict], list[str]]:
             timings[row["stage"]] = row["seconds"]
     rows, benches = [], []
     for stage, label in METHODS:
-        path = run / stage / "predictions" / "metrics.json"
-        if not path.exists():
+        path = latest_metrics(run / stage)
+        if path is None:
             continue
         summary = json.loads(path.read_text())
         accs = {k.split("/")[1]: v for k, v in summary["metrics"].items() if k.endswith("/acc")}

@@ -89,9 +89,10 @@ def test_demo_stages_compose_as_documented(tmp_path):
 def test_paper_stages_compose_as_documented(tmp_path):
     sft = compose("paper/qwen2_5_vl_7b/sft_em_qlora", tmp_path=tmp_path)
     assert sft.model.vlm.lora.target == "all" and sft.model.vlm.qlora.quant_type == "nf4"
-    assert sft.trainer.accumulate_grad_batches == 16 and sft.datamodule.hparams.max_pixels == 802816
+    batch = next(c for c in sft.trainer.callbacks if type(c).__name__ == "GlobalBatchSize")
+    assert batch.size == 16 and sft.datamodule.hparams.max_pixels == 802816  # 1 x 1 GPU x 16 accumulation
     assert sft.model.hparams.model_path == "runs/paper/qwen2_5_vl_7b/cold_start/model"
-    assert sft.trainer.logger.name == "sft_em_qlora"
+    assert sft.trainer.logger.name == "sft_em_qlora" and sft.trainer.logger.version == 0  # a fresh folder
     evaluation = next(c for c in sft.trainer.callbacks if type(c).__name__ == "GenerativeEval")
     assert [b.name for b in evaluation.benchmarks] == ["imagenet_val", "imagenet_r", "imagenet_a"]
     assert evaluation.max_pixels is None  # the checkpoint's (12.8 M for Qwen2.5-VL), as the official evaluation
@@ -99,7 +100,7 @@ def test_paper_stages_compose_as_documented(tmp_path):
     assert cold.model.vlm.lora is None and cold.model.hparams.model_path == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert not any(type(c).__name__ == "GenerativeEval" for c in cold.trainer.callbacks)
     grpo = compose("paper/qwen2_5_vl_3b/grpo_qlora", tmp_path=tmp_path)
-    assert grpo.model.grpo.grad_accum == 8 and grpo.trainer.accumulate_grad_batches == 1
+    assert grpo.datamodule.hparams.batch_size == 2 and grpo.trainer.accumulate_grad_batches == 1
     assert grpo.trainer.gradient_clip_val is None and grpo.model.grpo.max_grad_norm == 1.0
 
 

@@ -49,7 +49,7 @@ def test_mismatched_difficulty_file_is_refused(tiny_model, tmp_path):
         VLMDataModule(tiny_model, train_file=str(data), difficulty_file=str(short), selection=Selection("sft_m")).setup(
             "fit"
         )
-    assert "missing" in str(err.value) and "train.py predict" in str(err.value)
+    assert "missing" in str(err.value) and "scripts/runs.py <experiment>/difficulty" in str(err.value)
     with pytest.raises(ValueError, match="needs data.difficulty_file"):
         VLMDataModule(tiny_model, train_file=str(data), selection=Selection("sft_m")).setup("fit")
 

@@ -164,7 +164,11 @@ def test_check_matches_refuses_mismatch(train_ids, difficulty, k, expected):
     with pytest.raises(ValueError, match=expected) as info:
         check_matches(train_ids, difficulty, "data/train.json", "runs/diff.jsonl", k=k)
     msg = str(info.value)
-    assert "data/train.json" in msg and "runs/diff.jsonl" in msg and "python train.py predict --config" in msg
+    assert (
+        "data/train.json" in msg
+        and "runs/diff.jsonl" in msg
+        and "python scripts/runs.py <experiment>/difficulty" in msg
+    )
 
 
 # ---------------------------------------------------------------- difficulty file I/O
