@@ -79,10 +79,10 @@ def estimator(model_path: str, k: int, max_new: int, temperature: float, top_p: 
 
 
 def record_lengths(tally: Tally):
-    """Wrap the sampler that `lightning_modules.difficulty` calls, to count completion tokens (cost: a list sum)."""
-    import lightning_modules.difficulty as difficulty
+    """Wrap the sampler that `sample_answers` (hence the estimator) calls, to count completion tokens (a list sum)."""
+    import lightning_modules.sampling as sampling
 
-    original = difficulty.sample
+    original = sampling.sample
 
     def sample(model, batch, cfg, stop_ids, *args, **kwargs):
         out = original(model, batch, cfg, stop_ids, *args, **kwargs)
@@ -90,7 +90,7 @@ def record_lengths(tally: Tally):
         tally.stopped += sum(bool(c) and c[-1] in stop_ids for item in out for c in item)
         return out
 
-    difficulty.sample = sample
+    sampling.sample = sample
 
 
 def official_pass(

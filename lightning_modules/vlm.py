@@ -79,6 +79,8 @@ class VLMOptions:
     """Freeze the vision tower (the official scripts train it)."""
     freeze_merger: bool = False
     """Freeze the vision-language merger (the official scripts train it)."""
+    freeze_language: bool = False
+    """Freeze the language model (with `lora: null`: train only the vision side, as LLaVA's alignment stage)."""
     lora: LoraOptions | None = field(default_factory=LoraOptions)
     """LoRA adapter settings; null = full fine-tuning (or frozen evaluation with `adapter_path`)."""
     qlora: QuantOptions | None = None
@@ -151,6 +153,10 @@ def lora_targets(model: nn.Module, target: str) -> str:
 
 def _freeze(model: nn.Module, opts: VLMOptions) -> None:
     inner = model.model if hasattr(model, "model") else model
+    if opts.freeze_language:  # the language model and lm_head (tied to the embeddings)
+        for name, param in model.named_parameters():
+            if ".visual." not in f".{name}":
+                param.requires_grad_(False)
     visual = getattr(inner, "visual", None)
     if visual is None:
         return

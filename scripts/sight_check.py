@@ -1,0 +1,126 @@
+"""Sight check: does a model use the image? For the embedded demo's cold-started model (or any checkpoint).
+
+On the demo's ID test set it measures (a) accuracy on the open colour / shape questions, (b) the same with every image
+replaced by a uniform grey image and by another item's image, with the share of answers that change, and (c) the
+accuracy on each rendition (ID, sketch, texture). A model that ignores the image scores the same in all three of (b)
+and (c): that is what made the first demo's ID / OOD table meaningless.
+
+    python scripts/sight_check.py runs/demo/cold_start/model            # prints a table, writes sight_check.json
+
+Targets (issue "The embedded demo must see its images"): open-question accuracy >= 60 % with real images and <= 35 %
+with grey ones, at least half of the answers change with grey images, each rendition above the grey accuracy and at
+least one rendition 5 points below ID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from callbacks.generative_eval import GenerativeEval  # noqa: E402
+from datamodules.benchmarks import DCSFTJson, EvalItem  # noqa: E402
+from datamodules.files import atomic_write_json  # noqa: E402
+from datamodules.scoring import exact_match  # noqa: E402
+
+RENDITIONS = {"id": "test_id.json", "sketch": "test_ood_sketch.json", "texture": "test_ood_texture.json"}
+TARGETS = {"open_real_min": 60.0, "open_grey_max": 35.0, "changed_min": 50.0, "id_minus_ood_min": 5.0}
+
+
+def is_open(item: EvalItem) -> bool:
+    """A colour or shape question (not yes / no)."""
+    return str(item.gold).lower() not in ("yes", "no")
+
+
+def accuracy(items: list[EvalItem], answers: list[str]) -> float:
+    return 100.0 * sum(exact_match(a, str(i.gold)) for i, a in zip(items, answers)) / max(len(items), 1)
+
+
+def with_images(items: list[EvalItem], images: list[Image.Image]) -> list[EvalItem]:
+    return [EvalItem(i.id, i.prompt, [im], i.gold, i.meta) for i, im in zip(items, images)]
+
+
+def sight_check(model, processor, data_dir: str | Path, batch_size: int = 32, max_new_tokens: int = 16) -> dict:
+    """The sight-check figures (accuracies in %) for a loaded model and the demo's test files in `data_dir`."""
+    data_dir = Path(data_dir)
+    evaluator = GenerativeEval(batch_size=batch_size, max_new_tokens=max_new_tokens)
+    module = SimpleNamespace(model=model, processor=processor, device=next(model.parameters()).device)
+    items = {name: DCSFTJson(str(data_dir / file), name).load() for name, file in RENDITIONS.items()}
+    answers = {name: evaluator.generate(module, group) for name, group in items.items()}
+    ident = items["id"]
+    open_items = [i for i in ident if is_open(i)]
+    open_real = [a for i, a in zip(ident, answers["id"]) if is_open(i)]
+    size = open_items[0].images[0].size
+    grey = with_images(open_items, [Image.new("RGB", size, (128, 128, 128))] * len(open_items))
+    shifted = with_images(open_items, [open_items[(n + 1) % len(open_items)].images[0] for n in range(len(open_items))])
+    open_grey, open_other = evaluator.generate(module, grey), evaluator.generate(module, shifted)
+    changed = sum(a.strip().lower() != b.strip().lower() for a, b in zip(open_real, open_grey)) / len(open_real)
+    result = {
+        "n_open": len(open_items),
+        "open_acc": {
+            "real": accuracy(open_items, open_real),
+            "grey": accuracy(open_items, open_grey),
+            "other_image": accuracy(open_items, open_other),
+        },
+        "changed_with_grey": 100.0 * changed,
+        "acc": {name: accuracy(items[name], answers[name]) for name in RENDITIONS},
+        "open_acc_by_rendition": {
+            name: accuracy([i for i in items[name] if is_open(i)], [a for i, a in zip(items[name], answers[name]) if is_open(i)])
+            for name in RENDITIONS
+        },
+    }
+    result["checks"] = checks(result)
+    return result
+
+
+def checks(result: dict) -> dict[str, bool]:
+    """Which targets the figures meet."""
+    grey, by = result["open_acc"]["grey"], result["open_acc_by_rendition"]
+    return {
+        "open_real >= 60": result["open_acc"]["real"] >= TARGETS["open_real_min"],
+        "open_grey <= 35": grey <= TARGETS["open_grey_max"],
+        "half the answers change with grey": result["changed_with_grey"] >= TARGETS["changed_min"],
+        "every rendition above grey": all(by[name] > grey for name in ("sketch", "texture")),
+        "ID - OOD >= 5 for a rendition": max(by["id"] - by[name] for name in ("sketch", "texture"))
+        >= TARGETS["id_minus_ood_min"],
+    }
+
+
+def format_table(result: dict) -> str:
+    o, a, b = result["open_acc"], result["acc"], result["open_acc_by_rendition"]
+    lines = [
+        f"Sight check ({result['n_open']} open questions of the ID test set)",
+        f"  open questions: real {o['real']:.1f} %, grey {o['grey']:.1f} %, another item's image {o['other_image']:.1f} %; "
+        f"{result['changed_with_grey']:.0f} % of answers change with a grey image",
+        "  all questions:  " + ", ".join(f"{k} {v:.1f} %" for k, v in a.items()),
+        "  open, by rendition: " + ", ".join(f"{k} {v:.1f} %" for k, v in b.items()),
+        "  targets: " + ", ".join(f"{k}: {'yes' if ok else 'NO'}" for k, ok in result["checks"].items()),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from assets import resolve
+    from lightning_modules.vlm import VLMOptions, build_vlm
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="checkpoint folder (e.g. runs/demo/cold_start/model)")
+    parser.add_argument("--data", default="demo://easy_vqa", help="folder with the demo's test_*.json files")
+    parser.add_argument("--out", default=None, help="JSON output (default: <model>/../sight_check.json)")
+    args = parser.parse_args(argv)
+    model, processor = build_vlm(args.model, VLMOptions(dtype="float32", lora=None))
+    model.eval()
+    result = sight_check(model, processor, resolve(args.data))
+    print(format_table(result), flush=True)
+    atomic_write_json(args.out or Path(args.model).parent / "sight_check.json", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
