@@ -15,7 +15,6 @@ least one rendition 5 points below ID.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -71,7 +70,9 @@ def sight_check(model, processor, data_dir: str | Path, batch_size: int = 32, ma
         "changed_with_grey": 100.0 * changed,
         "acc": {name: accuracy(items[name], answers[name]) for name in RENDITIONS},
         "open_acc_by_rendition": {
-            name: accuracy([i for i in items[name] if is_open(i)], [a for i, a in zip(items[name], answers[name]) if is_open(i)])
+            name: accuracy(
+                [i for i in items[name] if is_open(i)], [a for i, a in zip(items[name], answers[name]) if is_open(i)]
+            )
             for name in RENDITIONS
         },
     }
