@@ -42,6 +42,7 @@ from callbacks.checkpoint import AdapterCheckpoint, newest_checkpoint  # noqa: E
 from callbacks.difficulty_writer import DifficultyWriter  # noqa: E402
 from callbacks.generative_eval import GenerativeEval  # noqa: E402
 from callbacks.global_batch import GlobalBatchSize  # noqa: E402
+from callbacks.progress import ProgressLog  # noqa: E402
 from datamodules.vlm_data import VLMDataModule  # noqa: E402
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docstrings appear in --help
@@ -122,6 +123,7 @@ class DCSFTCLI(LightningCLI):
             help="With --ckpt_path last: start from scratch when there is nothing to resume (default: an error).",
         )
         parser.add_lightning_class_args(GlobalBatchSize, "global_batch", subclass_mode=True, required=False)
+        parser.add_lightning_class_args(ProgressLog, "progress", subclass_mode=True, required=False)
         parser.link_arguments("model.init_args.model_path", "data.model_path")
         parser.link_arguments("difficulty.init_args.output", "data.predict_done_file")
 

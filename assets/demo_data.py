@@ -98,6 +98,49 @@ def _write(path: Path, rows: list[dict]) -> None:
     path.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
+COLORS = ("red", "green", "blue", "yellow", "black", "gray", "brown", "teal")
+SHAPES = ("circle", "rectangle", "triangle")
+
+
+def _train_image_order(seed: int) -> list[int]:
+    """easy-vqa train image ids in the order `build_demo_data` draws them (the first ones are the demo's splits)."""
+    import easy_vqa
+
+    images = sorted(set(easy_vqa.get_train_questions()[2]))
+    random.Random(seed).shuffle(images)
+    return images
+
+
+def unused_train_images(seed: int = 0) -> list[int]:
+    """The easy-vqa train images that no demo split uses (2,800 of 4,000): the vision alignment's data."""
+    return _train_image_order(seed)[SIZES["cold_start"] + SIZES["train"] :]
+
+
+def image_labels(image_ids: list[int]) -> dict[int, tuple[str, str]]:
+    """{image id: (colour, shape)} read off easy-vqa's questions: open answers, and yes / no answers to questions that
+    name a colour or shape ("does the image not contain a circle?" -> no: it is a circle)."""
+    import easy_vqa
+
+    wanted, labels = set(image_ids), {}
+    for question, answer, image_id in zip(*easy_vqa.get_train_questions()):
+        if image_id not in wanted:
+            continue
+        found = labels.setdefault(image_id, {})
+        if answer in COLORS:
+            found["color"] = answer
+        elif answer in SHAPES:
+            found["shape"] = answer
+        elif answer in ("yes", "no"):
+            words = f" {question.rstrip('?')} ".split()
+            positive = (answer == "yes") != ("not" in words or "no" in words)
+            for word in words if positive else ():
+                if word in COLORS:
+                    found["color"] = word
+                elif word in SHAPES:
+                    found["shape"] = word
+    return {i: (f["color"], f["shape"]) for i, f in labels.items() if "color" in f and "shape" in f}
+
+
 def build_demo_data(out_dir: str | Path, seed: int = 0) -> Path:
     """Write the demo files (see module docstring) and their images into out_dir."""
     import easy_vqa
@@ -115,6 +158,7 @@ def build_demo_data(out_dir: str | Path, seed: int = 0) -> Path:
         by_image.setdefault(image_id, []).append(index)
     images = sorted(by_image)
     rng.shuffle(images)
+    assert images == _train_image_order(seed)  # unused_train_images() relies on this order
     picks = [_pick(by_image[i], train_a, rng) for i in images[: SIZES["cold_start"] + SIZES["train"]]]
     rows = []
     for q_index in picks:

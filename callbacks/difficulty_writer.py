@@ -225,7 +225,7 @@ class DifficultyWriter(BasePredictionWriter):
             self.write_report(trainer, {r.id: r for r in result})
 
     def write_report(self, trainer, difficulty: dict[str, DifficultyRow]) -> dict[str, Any]:
-        report = tier_report(difficulty)
+        report = tier_report(difficulty, noisy=set(getattr(trainer.datamodule, "noisy", {})))
         print(format_tier_report(report), flush=True)
         save_tier_report(report, self.output.with_name(self.output.stem + "_report.json"))
         writer = getattr(trainer.logger, "experiment", None) if trainer.logger else None

@@ -27,6 +27,7 @@ def tier_report(
     labels: Mapping[str, str] | None = None,
     bins: int | None = None,
     top: int = 10,
+    noisy: set[str] | None = None,
 ) -> dict:
     """Summarise a difficulty file as a JSON-ready dict.
 
@@ -37,6 +38,8 @@ def tier_report(
         bins: None (default) = one bin per correct value 0..k (needs a single k); an int = that many equal-width
             pass-rate bins over [0, 1].
         top: how many over-represented labels to keep.
+        noisy: ids whose training answer was replaced by label noise (`datamodules/noise.py`): adds how many of
+            them each tier caught and the precision / recall of the hard tier for noise.
     """
     n = len(difficulty)
     if n == 0:
@@ -85,6 +88,21 @@ def tier_report(
         "histogram": histogram,
         "overall_hard_share": overall_hard,
         "hard_labels": over[:top],
+        **({"noise": noise_report(difficulty, noisy)} if noisy else {}),
+    }
+
+
+def noise_report(difficulty: Mapping[str, DifficultyRow], noisy: set[str]) -> dict:
+    """Noisy items per tier, and how well "hard" finds them: precision = noisy hard / hard, recall = noisy hard /
+    noisy."""
+    per_tier = Counter(difficulty[i].tier for i in noisy if i in difficulty)
+    hard = sum(row.tier == "hard" for row in difficulty.values())
+    caught = per_tier["hard"]
+    return {
+        "noisy": len(noisy),
+        "per_tier": {t: per_tier[t] for t in TIERS},
+        "hard_precision": caught / hard if hard else 0.0,
+        "hard_recall": caught / len(noisy) if noisy else 0.0,
     }
 
 
@@ -111,6 +129,17 @@ def _plain_table(title: str, header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([title, line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
+def _noise_line(report: dict) -> str:
+    if "noise" not in report:
+        return ""
+    n = report["noise"]
+    tiers = ", ".join(f"{t} {c}" for t, c in n["per_tier"].items())
+    return (
+        f"\nLabel noise: {n['noisy']} noisy items ({tiers}); the hard tier catches {100 * n['hard_recall']:.0f} % of them "
+        f"and is {100 * n['hard_precision']:.0f} % noise"
+    )
+
+
 def format_tier_report(report: dict, use_rich: bool | None = None) -> str:
     """Render the report as plain-text tables; `rich` when importable (use_rich=None), else a plain fallback."""
     title = f"Difficulty tiers: {report['n']} items, k = {report['k']}"
@@ -133,8 +162,10 @@ def format_tier_report(report: dict, use_rich: bool | None = None) -> str:
                 for r in rows:
                     table.add_row(*r)
                 console.print(table)
-            return console.file.getvalue()
-    return "\n\n".join([title, *(_plain_table(name, h, rows) for name, h, rows in sections)]) + "\n"
+            return console.file.getvalue() + _noise_line(report)
+    return (
+        "\n\n".join([title, *(_plain_table(name, h, rows) for name, h, rows in sections)]) + _noise_line(report) + "\n"
+    )
 
 
 def save_tier_report(report: dict, path: str | os.PathLike) -> None:

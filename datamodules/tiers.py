@@ -136,8 +136,11 @@ class Selection:
     """Closed pass-rate interval `[lo, hi]` instead of tiers, e.g. `[0.125, 0.875]`."""
     hard_share: float = 0.0
     """Share of the final selection drawn from the hard tier (paper Fig. 5: 0.05)."""
+    size: int | None = None
+    """Keep a seeded random subset of this many items of the selection (the paper's Table 1 trains on equal-size
+    easy / medium / hard subsets)."""
     seed: int = 0
-    """Seed of the hard-share draw."""
+    """Seed of the hard-share draw and of the `size` subset."""
 
     def problems(self) -> list[str]:
         """Invalid combinations, all at once (empty when valid)."""
@@ -155,6 +158,8 @@ class Selection:
                 out.append(f"selection.pass_rate_range must satisfy 0 <= lo <= hi <= 1, got {self.pass_rate_range}")
         if not 0.0 <= self.hard_share < 1.0:
             out.append(f"selection.hard_share must be in [0, 1), got {self.hard_share}")
+        if self.size is not None and self.size < 1:
+            out.append(f"selection.size must be >= 1 or null, got {self.size}")
         return out
 
     def keeps_all(self) -> bool:
@@ -164,6 +169,7 @@ class Selection:
             and self.pass_rate_range is None
             and PRESETS.get(self.preset or "sft") is None
             and not self.hard_share
+            and self.size is None
         )
 
     def describe(self) -> str:
@@ -173,7 +179,8 @@ class Selection:
             what = f"tiers {self.tiers}"
         else:
             what = self.preset or "sft"
-        return what + (f" + hard_share {self.hard_share}" if self.hard_share else "")
+        what += f" + hard_share {self.hard_share}" if self.hard_share else ""
+        return what + (f", {self.size} items" if self.size is not None else "")
 
 
 def apply_selection(ids: list[str], difficulty: Mapping[str, DifficultyRow], selection: Selection) -> list[str]:
@@ -185,7 +192,15 @@ def apply_selection(ids: list[str], difficulty: Mapping[str, DifficultyRow], sel
     if tiers is None and selection.pass_rate_range is None:
         tiers = preset_tiers(selection.preset or "sft")
     rng = tuple(selection.pass_rate_range) if selection.pass_rate_range is not None else None
-    return select(ids, difficulty, tiers, rng, selection.hard_share, selection.seed)
+    kept = select(ids, difficulty, tiers, rng, selection.hard_share, selection.seed)
+    if selection.size is None:
+        return kept
+    if selection.size > len(kept):
+        raise ValueError(
+            f"selection.size {selection.size} is larger than the {len(kept)} items of {selection.describe()}"
+        )
+    subset = set(random.Random(selection.seed).sample(kept, selection.size))
+    return [i for i in kept if i in subset]
 
 
 def records_to_messages(problem_rows: Iterable[Mapping]) -> list[dict]:

@@ -28,6 +28,7 @@ from datamodules.errors import checked
 from datamodules.files import atomic_write_json
 from datamodules.formats import Sample, read_samples
 from datamodules.images import verify_images
+from datamodules.noise import LabelNoise, noisy_answers, with_answers
 from datamodules.processor import load_processor
 from datamodules.sampler import ResumableSampler, shard
 from datamodules.tier_report import format_tier_report, log_tier_report, tier_report
@@ -96,6 +97,8 @@ class VLMDataModule(L.LightningDataModule):
             linked from the DifficultyWriter's `output` by train.py.
         verify_images: decode every image once at setup (before the model loads), so a truncated or corrupt file is
             named with its record now rather than crashing the run at its batch.
+        label_noise: replace a seeded share of the training / predict answers by another valid answer (off by
+            default); the replaced items are in `noisy` and `data_report.json`.
     """
 
     def __init__(
@@ -119,12 +122,15 @@ class VLMDataModule(L.LightningDataModule):
         prompt_only: bool = False,
         predict_done_file: str | None = None,
         verify_images: bool = True,
+        label_noise: LabelNoise = LabelNoise(),
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["selection"])
-        self.selection = selection
+        self.save_hyperparameters(ignore=["selection", "label_noise"])
+        self.selection, self.label_noise = selection, label_noise
         checked(self.problems(), "data")
-        self.hparams["selection"] = vars(self.selection).copy()  # plain dict: checkpoints load with weights_only
+        self.hparams["selection"] = vars(self.selection).copy()  # plain dicts: checkpoints load with weights_only
+        self.hparams["label_noise"] = vars(self.label_noise).copy()
+        self.noisy: dict[str, tuple[str, str]] = {}  # item id -> (true answer, noisy answer)
         self.encoder: Encoder | None = None
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
@@ -136,7 +142,7 @@ class VLMDataModule(L.LightningDataModule):
 
     def problems(self) -> list[str]:
         """Invalid options, all at once (checked before anything is read or loaded)."""
-        hp, out = self.hparams, list(self.selection.problems())
+        hp, out = self.hparams, self.selection.problems() + self.label_noise.problems()
         for name in ("batch_size", "eval_batch_size"):
             if hp[name] < 1:
                 out.append(f"data.{name} must be >= 1, got {hp[name]}")
@@ -173,7 +179,7 @@ class VLMDataModule(L.LightningDataModule):
         keep = set(apply_selection(ids, difficulty, selection))
         selected = [s for s in samples if s.id in keep]
         counts = tier_counts(difficulty, [s.id for s in selected])
-        report = tier_report(difficulty)
+        report = tier_report(difficulty, noisy=set(self.noisy))
         self.report.update(
             {"selection": {"kept": len(selected), "of": len(samples), "tiers": counts}, "tier_report": report}
         )
@@ -233,7 +239,7 @@ class VLMDataModule(L.LightningDataModule):
         if stage in ("fit", None) and not self.train_samples:
             if hp.train_file is None:
                 raise ValueError("data.train_file is required for fit")
-            samples = self.select(read_samples(hp.train_file, hp.image_root), hp.train_file)
+            samples = self.select(self._read(hp.train_file), hp.train_file)
             self.train_samples = self.check_lengths(samples, generation=hp.prompt_only)
             if hp.prompt_only:
                 require_solutions(self.train_samples, "GRPO's rewards score every answer against it")
@@ -245,11 +251,25 @@ class VLMDataModule(L.LightningDataModule):
             path = hp.predict_file or hp.train_file
             if path is None:
                 raise ValueError("data.predict_file (or data.train_file) is required for predict")
-            self.predict_samples = self.check_lengths(read_samples(path, hp.image_root), generation=True)
+            self.predict_samples = self.check_lengths(self._read(path), generation=True)
             require_solutions(self.predict_samples, "difficulty estimation scores every answer against it")
             self._verify(self.predict_samples)
         if self.report and self.trainer is not None and self.trainer.log_dir:
             atomic_write_json(Path(self.trainer.log_dir) / "data_report.json", self.report)
+
+    def _read(self, path: str) -> list[Sample]:
+        """A training / predict file, with the configured label noise applied (same items, same answers, any file)."""
+        samples = read_samples(path, self.hparams.image_root)
+        if self.label_noise.share > 0:
+            self.noisy = noisy_answers(samples, self.label_noise)
+            samples = with_answers(samples, self.noisy)
+            self.report["label_noise"] = {
+                "share": self.label_noise.share,
+                "items": len(self.noisy),
+                "replaced": {i: list(p) for i, p in self.noisy.items()},
+            }
+            print(f"[data] label noise: {len(self.noisy)} of {len(samples)} answers replaced", flush=True)
+        return samples
 
     def _verify(self, samples: list[Sample]) -> None:
         if self.hparams.verify_images:

@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 METHODS = [
     ("cold_start", "cold start (baseline)"),
     ("sft", "SFT (all data)"),
@@ -88,6 +90,23 @@ def chart(rows: list[dict], benches: list[str], out: Path) -> None:
     fig.savefig(out, dpi=100)
 
 
+def tier_counts(difficulty: Path) -> dict[str, int]:
+    """Items per tier of a difficulty file (easy: k of k right, hard: 0 of k, medium: the rest)."""
+    from datamodules.difficulty_file import read_difficulty
+    from datamodules.tiers import tier_counts as count
+
+    return count(read_difficulty(difficulty))
+
+
+def tier_line(difficulty: Path) -> str:
+    """`easy 47 (5.9 %), medium 601 (75.1 %), hard 152 (19.0 %)` from a difficulty file."""
+    if not difficulty.exists():
+        return "no difficulty file"
+    counts = tier_counts(difficulty)
+    total = max(sum(counts.values()), 1)
+    return ", ".join(f"{t} {n} ({100 * n / total:.1f} %)" for t, n in counts.items())
+
+
 def main(run: str = "runs/demo") -> str:
     root = Path(run)
     rows, benches = load(root)
@@ -96,8 +115,19 @@ def main(run: str = "runs/demo") -> str:
     table = markdown(rows, benches)
     (root / "results.md").write_text(table)
     chart(rows, benches, root / "results.png")
+    print("\n==== Summary of " + str(root))
     print(table)
-    print(f"wrote {root / 'results.md'} and {root / 'results.png'}")
+    sight = root / "cold_start" / "sight_check.json"
+    if sight.exists():
+        from scripts.sight_check import format_table
+
+        print(format_table(json.loads(sight.read_text())))
+    print(f"Tiers of the training items: {tier_line(root / 'difficulty' / 'difficulty.jsonl')}")
+    timings = root / "timings.jsonl"
+    if timings.exists():
+        total = sum(json.loads(line)["seconds"] for line in timings.read_text().splitlines() if line.strip())
+        print(f"Wall time of the stages: {total / 60:.1f} min ({timings})")
+    print(f"Table: {root / 'results.md'}; chart: {root / 'results.png'}; TensorBoard: tensorboard --logdir {root}")
     return table
 
 

@@ -15,6 +15,7 @@ least one rendition 5 points below ID.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,13 +46,40 @@ def with_images(items: list[EvalItem], images: list[Image.Image]) -> list[EvalIt
     return [EvalItem(i.id, i.prompt, [im], i.gold, i.meta) for i, im in zip(items, images)]
 
 
-def sight_check(model, processor, data_dir: str | Path, batch_size: int = 32, max_new_tokens: int = 16) -> dict:
-    """The sight-check figures (accuracies in %) for a loaded model and the demo's test files in `data_dir`."""
+def final_answers(stage_dir: Path, items: list[EvalItem], benchmark: str) -> list[str] | None:
+    """A training run's own answers at its final evaluation (`<stage>/version_N/predictions/<benchmark>/`), in the
+    order of `items`; None when that run did not evaluate every item."""
+    files = sorted(stage_dir.glob(f"version_*/predictions/{benchmark}/*.jsonl"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        return None
+    rows = {}
+    for line in files[-1].read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        rows[row["id"]] = row["response"]
+    return [rows[i.id] for i in items] if all(i.id in rows for i in items) else None
+
+
+def sight_check(
+    model,
+    processor,
+    data_dir: str | Path,
+    batch_size: int = 32,
+    max_new_tokens: int = 16,
+    stage_dir: Path | None = None,
+) -> dict:
+    """The sight-check figures (accuracies in %) for a loaded model and the demo's test files in `data_dir`.
+
+    `stage_dir`: the training run that exported the model; its final evaluation's answers (same test files, same
+    greedy decoding) are reused for the real images instead of generating them again.
+    """
     data_dir = Path(data_dir)
     evaluator = GenerativeEval(batch_size=batch_size, max_new_tokens=max_new_tokens)
     module = SimpleNamespace(model=model, processor=processor, device=next(model.parameters()).device)
     items = {name: DCSFTJson(str(data_dir / file), name).load() for name, file in RENDITIONS.items()}
-    answers = {name: evaluator.generate(module, group) for name, group in items.items()}
+    answers = {}
+    for name, group in items.items():
+        reused = final_answers(stage_dir, group, f"demo_{'ood_' if name != 'id' else ''}{name}") if stage_dir else None
+        answers[name] = reused if reused is not None else evaluator.generate(module, group)
     ident = items["id"]
     open_items = [i for i in ident if is_open(i)]
     open_real = [a for i, a in zip(ident, answers["id"]) if is_open(i)]
@@ -114,10 +142,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("model", help="checkpoint folder (e.g. runs/demo/cold_start/model)")
     parser.add_argument("--data", default="demo://easy_vqa", help="folder with the demo's test_*.json files")
     parser.add_argument("--out", default=None, help="JSON output (default: <model>/../sight_check.json)")
+    parser.add_argument(
+        "--reuse-eval",
+        action="store_true",
+        help="reuse the real-image answers of the final evaluation of the run that exported the model (<model>/..)",
+    )
     args = parser.parse_args(argv)
     model, processor = build_vlm(args.model, VLMOptions(dtype="float32", lora=None))
     model.eval()
-    result = sight_check(model, processor, resolve(args.data))
+    stage_dir = Path(args.model).parent if args.reuse_eval else None
+    result = sight_check(model, processor, resolve(args.data), stage_dir=stage_dir)
     print(format_table(result), flush=True)
     atomic_write_json(args.out or Path(args.model).parent / "sight_check.json", result)
     return result

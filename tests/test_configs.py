@@ -67,14 +67,18 @@ def test_no_value_is_copied_between_fragments():
 def test_demo_stages_compose_as_documented(tmp_path):
     cold = compose("demo/cold_start", tmp_path=tmp_path)
     assert type(cold.model).__name__ == "SFTModule"
-    assert cold.model.vlm.lora.r == 64 and cold.model.vlm.lora.modules_to_save == ["visual"]
-    assert cold.model.optim.lr == 5e-4 and cold.model.optim.vision_lr_scale == 20.0
+    assert cold.model.vlm.lora.r == 64 and cold.model.vlm.lora.modules_to_save == []  # vision pre-aligned, frozen
+    assert cold.model.optim.lr == 5e-4
     assert cold.trainer.max_epochs == 2 and cold.model.hparams.export_dir == "runs/demo/cold_start/model"
     sft_m = compose("demo/sft_m", tmp_path=tmp_path)
     assert sft_m.model.vlm.lora.r == 32 and sft_m.model.optim.lr == 1e-4 and sft_m.trainer.max_steps == 50
     assert sft_m.datamodule.selection.preset == "sft_m"
     assert sft_m.datamodule.hparams.difficulty_file == "runs/demo/difficulty/difficulty.jsonl"
     assert sft_m.model.hparams.model_path == "runs/demo/cold_start/model"
+    noisy = compose("demo/noise/sft_em", tmp_path=tmp_path)
+    assert noisy.datamodule.label_noise.share == 0.1 and noisy.datamodule.selection.preset == "sft_em"
+    assert noisy.datamodule.hparams.difficulty_file == "runs/demo/noise/difficulty/difficulty.jsonl"
+    assert noisy.model.hparams.model_path == "runs/demo/cold_start/model"  # the clean cold start
     difficulty = compose("demo/difficulty", tmp_path=tmp_path)
     assert type(difficulty.model).__name__ == "DifficultyEstimator" and difficulty.model.vlm.lora is None
     assert difficulty.model.sampling.max_new_tokens == 16 and difficulty.model.sampling.k == 8

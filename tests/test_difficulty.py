@@ -91,3 +91,12 @@ def test_sampling_is_per_item_reproducible(trained_tiny_model, tmp_path):
     alone = sample(model, one, cfg, stops, None, [item_generator(0, batch["ids"][2])])
     assert alone[0] == run1[2]  # same item, same seed: same k samples alone or in a batch of 4
     assert len({tuple(a) for a in run1[2]}) > 1  # and they are genuinely sampled
+
+
+def test_two_fresh_runs_are_byte_identical(trained_tiny_model, tmp_path):
+    """The same command twice gives the same file, byte for byte (demo issue: tier counts must not vary run to run)."""
+    data = write_color_data(tmp_path / "d", n=6, fmt="problem")
+    first = _estimate(trained_tiny_model, data, tmp_path / "first.jsonl")
+    second = _estimate(trained_tiny_model, data, tmp_path / "second.jsonl")
+    assert (tmp_path / "first.jsonl").read_bytes() == (tmp_path / "second.jsonl").read_bytes()
+    assert first == second and len({r.correct for r in first.values()}) > 1  # sampled, not a constant answer

@@ -64,3 +64,20 @@ def test_export_selection_to_ms_swift_json(tmp_path):
         "content": "<image>What color is the image? Output the answer using one word.",
     }
     assert rows[0]["messages"][1]["role"] == "assistant" and rows[0]["images"] == ["images/1.png"]
+
+
+def test_equal_size_subsets_are_seeded(tmp_path):
+    """Table 1 of the paper trains on equal-size easy / medium / hard subsets: `size` draws a seeded subset."""
+    from datamodules.difficulty_file import read_difficulty
+    from datamodules.tiers import apply_selection
+
+    difficulty = read_difficulty(_difficulty(tmp_path / "diff.jsonl"))
+    ids = [str(i) for i in range(8)]
+    medium = apply_selection(ids, difficulty, Selection(tiers=["medium"], size=2, seed=0))
+    assert len(medium) == 2 and set(medium) <= {"1", "4", "5", "7"}
+    assert medium == apply_selection(ids, difficulty, Selection(tiers=["medium"], size=2, seed=0))
+    draws = {tuple(apply_selection(ids, difficulty, Selection(tiers=["medium"], size=2, seed=s))) for s in range(6)}
+    assert len(draws) > 1  # another seed, another subset
+    with pytest.raises(ValueError, match=r"selection.size 3 is larger than the 2 items of tiers \['easy'\]"):
+        apply_selection(ids, difficulty, Selection(tiers=["easy"], size=3))
+    assert Selection(size=0).problems() == ["selection.size must be >= 1 or null, got 0"]

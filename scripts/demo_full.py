@@ -1,0 +1,183 @@
+"""The fuller demo (`bash scripts/demo.sh --full`): the paper's Table 1 and Fig. 5 on the embedded demo, over 3 seeds,
+and the whole pipeline once more with 10 % label noise.
+
+Runs after the main pipeline, reusing its cold-started model and difficulty file (`runs/demo`), all at the main
+run's 50 SFT steps:
+- **Table 1** (paper: SFT on equal-size easy / medium / hard subsets at equal steps, against the cold start): the
+  subset size is the smallest tier's count; each seed draws another subset and another data order / LoRA init.
+- **Fig. 5** (paper: SFT-EM with 0 %, 5 % and the natural share of hard items): 0 % is SFT-EM, natural is SFT on
+  all data (the main run is seed 0 of both), 5 % adds `selection.hard_share 0.05`.
+- **Label noise** (`configs/demo/label_noise.yaml`): difficulty -> SFT, SFT-M, SFT-EM, GRPO from the same clean
+  cold start with 10 % of the training answers replaced by another colour / shape / yes-no; the tier report says how
+  many noisy items each tier caught.
+
+Every run is one `python scripts/runs.py demo/<stage> --run.stage <name> ...` command (printed); runs that already
+have a `metrics.json` are skipped, so an interrupted `--full` run resumes where it stopped. The results go to
+`runs/demo/full.md`, `runs/demo/full.json` and `runs/demo/full.png` (mean +- std over seeds, error bars).
+
+    python scripts/demo_full.py                      # everything (about 2 hours on 2 cores)
+    python scripts/demo_full.py --parts table1       # only Table 1 (or fig5, noise); --seeds 0 1 to use fewer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts.pipeline_report import latest_metrics, tier_counts  # noqa: E402
+
+TIERS = ("easy", "medium", "hard")
+NOISE_STAGES = ("difficulty", "sft", "sft_m", "sft_em", "grpo")
+
+
+def run(stage: str, name: str, args: list[str], run_dir: Path) -> Path | None:
+    """Run `demo/<stage>` of configs/runs.yaml as stage folder `name` unless it already finished; returns its
+    metrics.json (difficulty.jsonl for a difficulty stage)."""
+    done = latest_metrics(run_dir / name) if not stage.endswith("difficulty") else run_dir / name / "difficulty.jsonl"
+    if done is not None and done.exists():
+        print(f"=== {name}: done already ({done})", flush=True)
+        return done
+    cmd = [sys.executable, "scripts/runs.py", f"demo/{stage}", "--run.dir", str(run_dir), "--run.stage", name, *args]
+    print("=== " + " ".join(["python", *cmd[1:]]), flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    with (run_dir / "timings.jsonl").open("a") as f:
+        f.write(json.dumps({"stage": name, "seconds": time.perf_counter() - start}) + "\n")
+    return latest_metrics(run_dir / name) if not stage.endswith("difficulty") else run_dir / name / "difficulty.jsonl"
+
+
+def accuracies(path: Path | None) -> dict[str, float]:
+    """{benchmark: accuracy} of one run's metrics.json."""
+    if path is None or not path.exists():
+        return {}
+    metrics = json.loads(path.read_text())["metrics"]
+    return {k.split("/")[1]: v for k, v in metrics.items() if k.endswith("/acc")}
+
+
+def table1(run_dir: Path, seeds: list[int]) -> dict[str, list[dict]]:
+    counts = tier_counts(run_dir / "difficulty" / "difficulty.jsonl")
+    size = min(counts.values())
+    print(f"Table 1: tiers {counts}; equal-size subsets of {size} items", flush=True)
+    out: dict[str, list[dict]] = {}
+    for tier in TIERS:
+        for seed in seeds:
+            extra = ["--data.difficulty_file", "${run:difficulty_file}", "--data.selection.tiers", f"[{tier}]"]
+            extra += ["--data.selection.size", str(size), "--data.selection.seed", str(seed)]
+            extra += ["--seed_everything", str(seed), "--data.seed", str(seed)]
+            metrics = run("sft", f"full/table1_{tier}_s{seed}", extra, run_dir)
+            out.setdefault(f"SFT on {size} {tier}", []).append(accuracies(metrics))
+    return out
+
+
+def fig5(run_dir: Path, seeds: list[int]) -> dict[str, list[dict]]:
+    variants = {
+        "SFT-EM, 0 % hard": ("sft_em", []),
+        "SFT-EM, 5 % hard": ("sft_em", ["--data.selection.hard_share", "0.05"]),
+        "SFT, natural share": ("sft", []),
+    }
+    out: dict[str, list[dict]] = {}
+    for label, (stage, extra) in variants.items():
+        for seed in seeds:
+            if seed == 42 and not extra:
+                metrics = latest_metrics(run_dir / stage)  # the main run (seed 42) is one of the seeds
+                if metrics is None:
+                    raise SystemExit(f"{run_dir / stage}: run the main pipeline first (bash scripts/demo.sh)")
+            else:
+                seeded = ["--seed_everything", str(seed), "--data.seed", str(seed), "--data.selection.seed", str(seed)]
+                metrics = run(stage, f"full/fig5_{stage}{'_hard5' if extra else ''}_s{seed}", extra + seeded, run_dir)
+            out.setdefault(label, []).append(accuracies(metrics))
+    return out
+
+
+def noise(run_dir: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for stage in NOISE_STAGES:
+        metrics = run(f"noise/{stage}", f"noise/{stage}", [], run_dir)
+        if stage != "difficulty":
+            out[f"{stage} (10 % noise)"] = [accuracies(metrics)]
+    return out
+
+
+def summarise(groups: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """{row: {benchmark: (mean, std, n)}} over seeds, with the OOD average as a benchmark."""
+    out = {}
+    for label, runs in groups.items():
+        runs = [r for r in runs if r]
+        if not runs:
+            continue
+        for r in runs:
+            ood = [v for k, v in r.items() if "ood" in k and k != "ood_avg"]
+            r["ood_avg"] = sum(ood) / max(len(ood), 1)
+        out[label] = {}
+        for bench in runs[0]:
+            values = [r[bench] for r in runs]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            out[label][bench] = (statistics.fmean(values), std, len(values))
+    return out
+
+
+def markdown(title: str, summary: dict) -> str:
+    if not summary:
+        return ""
+    benches = list(next(iter(summary.values())))
+    lines = [f"### {title}", "", "| run | seeds | " + " | ".join(benches) + " |", "|---|---|" + "---|" * len(benches)]
+    for label, row in summary.items():
+        n = next(iter(row.values()))[2]
+        lines.append(f"| {label} | {n} | " + " | ".join(f"{m:.2f} ± {s:.2f}" for m, s, _ in row.values()) + " |")
+    return "\n".join(lines) + "\n\n"
+
+
+def chart(parts: dict[str, dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = {k: v for k, v in parts.items() if v}
+    fig, axes = plt.subplots(1, len(parts), figsize=(6 * len(parts), 4), squeeze=False)
+    for ax, (title, summary) in zip(axes[0], parts.items()):
+        benches = list(next(iter(summary.values())))
+        width = 0.8 / len(summary)
+        for i, (label, row) in enumerate(summary.items()):
+            xs = [j + i * width for j in range(len(benches))]
+            ax.bar(xs, [row[b][0] for b in benches], width, yerr=[row[b][1] for b in benches], capsize=3, label=label)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(benches))], benches, fontsize=8)
+        ax.set_ylabel("accuracy (%), mean ± std over seeds")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", default="runs/demo", help="the main pipeline's run folder")
+    parser.add_argument("--parts", nargs="+", default=["table1", "fig5", "noise"], choices=["table1", "fig5", "noise"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2], help="42 = the main run's seed")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    cold = {"cold start (baseline)": [accuracies(latest_metrics(run_dir / "cold_start"))]}
+    parts = {}
+    if "table1" in args.parts:
+        parts["Table 1: SFT on equal-size tiers (50 steps)"] = summarise(cold | table1(run_dir, args.seeds))
+    if "fig5" in args.parts:
+        parts["Fig. 5: share of hard items in SFT-EM (50 steps)"] = summarise(cold | fig5(run_dir, args.seeds))
+    if "noise" in args.parts:
+        parts["10 % label noise (one seed)"] = summarise(cold | noise(run_dir))
+    text = "".join(markdown(title, summary) for title, summary in parts.items())
+    (run_dir / "full.md").write_text(text)
+    (run_dir / "full.json").write_text(json.dumps(parts, indent=1))
+    chart(parts, run_dir / "full.png")
+    print(text + f"wrote {run_dir / 'full.md'}, {run_dir / 'full.json'} and {run_dir / 'full.png'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
