@@ -74,6 +74,8 @@ class RunNames:
     """The stage being run: its logs and checkpoints go to `<dir>/<stage>/`."""
     base_model: str = ""
     """The checkpoint the cold start starts from (a folder, a hub id or a demo:// asset)."""
+    size: str = ""
+    """The model's folder name (e.g. qwen2_5_vl_7b): paper experiments put their runs under runs/paper/<size>..."""
     cold_start_file: str = ""
     """Cold-start SFT data (DC-SFT step 1)."""
     sft_file: str = ""

@@ -27,6 +27,7 @@ from datamodules.collate import Encoder, model_inputs
 from datamodules.files import atomic_write_text
 from datamodules.formats import IMAGE_MARKER, Sample
 from datamodules.images import open_rgb
+from datamodules.processor import pixel_bounds, with_pixel_bounds
 from datamodules.sampler import shard
 from lightning_modules.sampling import SamplingConfig, inference_mode, sample_answers
 
@@ -71,6 +72,12 @@ def summarize(benchmark: Benchmark, items: list[EvalItem], results: list[dict[st
                 groups[f"val/{name}/{group}/{value}/acc"].append(result["correct"])
     for key, flags in groups.items():
         metrics[key] = 100.0 * sum(flags) / len(flags)
+    sums: dict[str, float] = defaultdict(float)
+    for result in results:  # per-item numbers (IoUs, Ref-L4 hits, ...) averaged over all items
+        for key, value in (result.get("values") or {}).items():
+            sums[key] += value
+    for key, total in sums.items():
+        metrics[f"val/{name}/{key}"] = total / max(n, 1)
     return metrics
 
 
@@ -130,6 +137,7 @@ class GenerativeEval(L.Callback):
         self._items: dict[str, list[EvalItem]] = {}
         self.last_metrics: dict[str, float] = {}
         self._last_step = -1
+        self._warned: set[str] = set()
 
     # ------------------------------------------------------------- schedule
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -223,20 +231,22 @@ class GenerativeEval(L.Callback):
             torch.distributed.all_gather_object(gathered, local)
         responses = dict(pair for chunk in gathered for pair in chunk)
         rng = random.Random(self.subset_seed)
+        bounds = pixel_bounds(with_pixel_bounds(pl_module.processor, self.min_pixels, self.max_pixels))
+        bench.set_pixel_bounds(*bounds)
+        self._warn_frame_shift(trainer, pl_module, bench, bounds)
         results = []
         for index, item in enumerate(items):
             score = bench.score(item, responses[index], rng)
-            results.append(
-                {
-                    "id": item.id,
-                    "prompt": item.prompt,
-                    "response": responses[index],
-                    "extracted": score.extracted,
-                    "gold": _jsonable(item.gold),
-                    "correct": bool(score.correct),
-                    "fallback": bool(score.fallback),
-                }
-            )
+            row = {
+                "id": item.id,
+                "prompt": item.prompt,
+                "response": responses[index],
+                "extracted": score.extracted,
+                "gold": _jsonable(item.gold),
+                "correct": bool(score.correct),
+                "fallback": bool(score.fallback),
+            }
+            results.append(row | ({"values": score.values} if score.values else {}) | (score.details or {}))
         metrics = summarize(bench, items, results)
         elapsed = time.perf_counter() - t0
         rank_zero_info(
@@ -246,6 +256,23 @@ class GenerativeEval(L.Callback):
         if trainer.is_global_zero:
             self._write(trainer, bench.name, results)
         return metrics
+
+    def _warn_frame_shift(self, trainer, pl_module, bench: Benchmark, bounds: tuple[int, int]) -> None:
+        """Grounding answers are pixel positions: training and evaluating at different pixel caps changes the frame
+        for every image whose size is outside both caps (the official scripts train at 802,816 and test at 12.8 M)."""
+        hparams = getattr(getattr(trainer, "datamodule", None), "hparams", None)
+        if getattr(bench, "box_frame", None) is None or hparams is None or bench.name in self._warned:
+            return
+        train = pixel_bounds(
+            with_pixel_bounds(pl_module.processor, hparams.get("min_pixels"), hparams.get("max_pixels"))
+        )
+        if train != bounds:
+            self._warned.add(bench.name)
+            rank_zero_info(
+                f"[eval] warning: {bench.name} is evaluated at pixel bounds {bounds} but training used {train}: images "
+                f"resized differently answer in another frame (box_frame {bench.box_frame!r}); set the eval callback's "
+                "min_pixels / max_pixels to the training ones to compare in one frame"
+            )
 
     def _root(self, trainer) -> Path:
         return Path(self.output_dir or Path(trainer.log_dir or trainer.default_root_dir) / "predictions")

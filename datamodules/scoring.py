@@ -1,7 +1,8 @@
 """Scorers shared by evaluation, GRPO rewards and difficulty estimation (one definition per task).
 
 Faithful re-implementations of the official rules, quirks included (official sources named per function):
-- DC-SFT `exact()` and `iou()` from `infer/test_dp.py` (classification, grounding);
+- DC-SFT `exact()` and `iou()` from `infer/test_dp.py` (classification, grounding), Ref-L4's continuous IoU
+  (`ref_l4/overlaps.py`), ReasonSeg polygons to boxes (LISA `utils/data_processing.py`, Visual-RFT `gen_box_ann.py`);
 - MMMU `parse_multi_choice_response` / `parse_open_response` / `eval_*` from `mmmu/utils/eval_utils.py`, except that
   the parsers return None where the official code calls `random.choice` (the caller draws from a seeded generator);
 - MathVista rule-based extraction (`extract_answer.py`) and `normalize_extracted_answer` / `safe_equal`
@@ -58,6 +59,66 @@ def box_match(response: str, solution: str | Sequence[float], threshold: float =
         raise ValueError(f"box_match: the solution {solution!r} holds no [x1, y1, x2, y2] box")
     pred = parse_box(response)
     return pred is not None and iou(pred, gold) >= threshold
+
+
+def continuous_iou(box_a: Sequence[float], box_b: Sequence[float]) -> float:
+    """Plain xyxy IoU as Ref-L4's scorer computes it (mmdet `bbox_overlaps`, aligned): overlap clamped at 0, union
+    clamped to 1e-6 (degenerate boxes give 0, never a division by zero), no clipping to the image."""
+    width = max(min(box_a[2], box_b[2]) - max(box_a[0], box_b[0]), 0.0)
+    height = max(min(box_a[3], box_b[3]) - max(box_a[1], box_b[1]), 0.0)
+    inter = width * height
+    union = (box_a[2] - box_a[0]) * (box_a[3] - box_a[1]) + (box_b[2] - box_b[0]) * (box_b[3] - box_b[1]) - inter
+    return float(inter / max(union, 1e-6))
+
+
+def xywh_to_xyxy(box: Sequence[float]) -> list[float]:
+    """COCO / Ref-L4 `[x, y, w, h]` -> `[x1, y1, x2, y2]`."""
+    x, y, w, h = (float(v) for v in box)
+    return [x, y, x + w, y + h]
+
+
+def rescale_box(box: Sequence[float], from_hw: Sequence[int], to_hw: Sequence[int]) -> list[float]:
+    """A box in an image of size `from_hw` (height, width) moved to the same place in an image of size `to_hw`.
+
+    Qwen2.5-VL answers in pixels of the resized input (`images.smart_resize`); VLM-R1 rescales predictions back to the
+    original image this way (`test_rec_r1.py::resize_bbox`); DC-SFT trains and scores in original pixels unscaled.
+    """
+    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+    return [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
+
+
+LISA_BOX_RULES = ("union", "first_shape")
+
+
+def lisa_box(annotation: dict, rule: str = "union") -> list[float]:
+    """The box of a raw ReasonSeg (LISA) annotation: min / max of polygon points in original pixels.
+
+    `union` (default): over every `target` polygon (LISA's mask is their union; `ignore` and `flag` shapes are not
+    the target). `first_shape`: over `shapes[0]` only, whatever its label, as Visual-RFT's `gen_box_ann.py` does (to
+    reproduce its files).
+    """
+    if rule not in LISA_BOX_RULES:
+        raise ValueError(f"unknown LISA box rule {rule!r}; valid rules: {', '.join(LISA_BOX_RULES)}")
+    shapes = annotation.get("shapes") or []
+    chosen = shapes[:1] if rule == "first_shape" else [s for s in shapes if s.get("label") == "target"]
+    points = [p for shape in chosen for p in shape.get("points") or []]
+    if not points:
+        raise ValueError("no target polygon (shapes labelled 'target' with points)")
+    xs, ys = [float(p[0]) for p in points], [float(p[1]) for p in points]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def box_problems(box: Sequence[float], width: float | None = None, height: float | None = None) -> list[str]:
+    """What is wrong with a gold box (empty when valid): x2 < x1, zero area, outside the image."""
+    x1, y1, x2, y2 = box
+    out = []
+    if x2 < x1 or y2 < y1:
+        out.append(f"box {list(box)} has x2 < x1 or y2 < y1 (is it [x, y, w, h]?)")
+    elif x2 == x1 or y2 == y1:
+        out.append(f"box {list(box)} has zero area")
+    if width is not None and height is not None and (x1 < 0 or y1 < 0 or x2 > width + 1 or y2 > height + 1):
+        out.append(f"box {list(box)} lies outside the {width:g}x{height:g} image")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------- MMMU

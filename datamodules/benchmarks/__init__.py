@@ -4,6 +4,8 @@ Build one from YAML with `class_path: datamodules.benchmarks.MMMU` and its `init
 """
 
 from datamodules.benchmarks.base import Benchmark, EvalItem, LazyEvalItem, ScoreResult
+from datamodules.benchmarks.grounding import GroundingBenchmark
+from datamodules.benchmarks.grounding_readers import LISA, RefCOCO, RefL4
 from datamodules.benchmarks.imagenet import DCSFTJson, ImageNetFolder
 from datamodules.benchmarks.mathvista import MathVista
 from datamodules.benchmarks.mmmu import MMMU
@@ -12,9 +14,13 @@ __all__ = [
     "Benchmark",
     "DCSFTJson",
     "EvalItem",
+    "GroundingBenchmark",
     "ImageNetFolder",
+    "LISA",
     "LazyEvalItem",
     "MMMU",
     "MathVista",
+    "RefCOCO",
+    "RefL4",
     "ScoreResult",
 ]

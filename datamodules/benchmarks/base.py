@@ -63,6 +63,8 @@ class ScoreResult:
     correct: bool
     extracted: str | None  # the extracted / parsed answer as text, for the predictions file
     fallback: bool = False  # MMMU random fallback or MathVista offline approximate extractor was used
+    values: dict[str, float] | None = None  # per-item numbers averaged into `val/<name>/<key>` (e.g. IoU)
+    details: dict[str, Any] | None = None  # written to the predictions file (e.g. box frame, image sizes)
 
 
 class Benchmark(ABC):
@@ -81,6 +83,10 @@ class Benchmark(ABC):
     @abstractmethod
     def breakdown_keys(self, item: EvalItem) -> dict[str, list[str]]:
         """Group name -> the group values this item counts toward (multi-label groups list several)."""
+
+    def set_pixel_bounds(self, min_pixels: int, max_pixels: int) -> None:
+        """The evaluation's image resize bounds, given by the callback (grounding uses them for the box frame)."""
+        self.pixel_bounds = (min_pixels, max_pixels)
 
     def _error(self, message: str) -> str:
         return f"{self.name}: {message}"
