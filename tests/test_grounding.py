@@ -311,3 +311,20 @@ def test_difficulty_and_grpo_run_on_boxes(trained_tiny_model, tmp_path):
     trainer = cpu_trainer(max_steps=2, limit_val_batches=0)
     trainer.fit(module, dm)
     assert trainer.global_step == 2 and "train/reward" in trainer.callback_metrics
+
+
+def test_paper_table_averages_the_four_ood_sets(tmp_path):
+    from scripts.paper_table import table
+
+    def metrics(run: Path, stage: str, accs: dict[str, float]) -> None:
+        folder = run / stage / "version_0" / "predictions"
+        folder.mkdir(parents=True)
+        values = {f"val/{name}/acc": value for name, value in accs.items()}
+        (folder / "metrics.json").write_text(json.dumps({"step": 600, "metrics": values}))
+
+    metrics(tmp_path / "cls", "sft_em", {"imagenet_val": 80.0, "imagenet_r": 70.0, "imagenet_a": 50.0})
+    metrics(tmp_path / "rec", "sft_em", {"refcoco_val": 90.0, "ref_l4": 60.0, "lisa": 40.0})
+    metrics(tmp_path / "cls", "sft", {"imagenet_val": 80.0, "imagenet_r": 70.0, "imagenet_a": 50.0})
+    text = table(tmp_path / "cls", tmp_path / "rec")
+    assert "| SFT-EM (DC-SFT) | 80.00 | 70.00 | 50.00 | 90.00 | 60.00 | 40.00 | 55.00 |" in text
+    assert "| SFT (all data) | 80.00 | 70.00 | 50.00 | - | - | - | - |" in text  # no grounding run: no average

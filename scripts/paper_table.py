@@ -1,0 +1,65 @@
+"""The paper's Table 2 layout from a classification run and a grounding run of the same model: ID and OOD accuracy
+per method and the headline "OOD Avg" over ImageNet-R, ImageNet-A, Ref-L4 and LISA.
+
+    python scripts/paper_table.py runs/paper/qwen2_5_vl_7b runs/paper/qwen2_5_vl_7b_rec > table2.md
+
+Reads each stage's newest `metrics.json` (as `scripts/pipeline_report.py`); a missing run or benchmark shows as "-".
+Paper, Qwen2.5-VL-7B, OOD Avg: SFT 57.62, GRPO 59.48, SFT-M 60.41, SFT-EM 62.10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.pipeline_report import METHODS, latest_metrics  # noqa: E402
+
+COLUMNS = [  # (task, benchmark name in metrics, column title, OOD?)
+    ("cls", "imagenet_val", "ImageNet (ID)", False),
+    ("cls", "imagenet_r", "ImageNet-R", True),
+    ("cls", "imagenet_a", "ImageNet-A", True),
+    ("rec", "refcoco_val", "RefCOCO (ID)", False),
+    ("rec", "ref_l4", "Ref-L4", True),
+    ("rec", "lisa", "LISA", True),
+]
+
+
+def accuracies(run: Path, stage: str) -> dict[str, float]:
+    path = latest_metrics(run / stage)
+    if path is None:
+        return {}
+    metrics = json.loads(path.read_text())["metrics"]
+    return {key.split("/")[1]: value for key, value in metrics.items() if key.endswith("/acc")}
+
+
+def table(cls_run: Path, rec_run: Path) -> str:
+    head = ["method", *(title for _, _, title, _ in COLUMNS), "OOD Avg"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for stage, label in METHODS:
+        accs = {"cls": accuracies(cls_run, stage), "rec": accuracies(rec_run, stage)}
+        cells = [accs[task].get(bench) for task, bench, _, _ in COLUMNS]
+        ood = [cell for cell, (_, _, _, is_ood) in zip(cells, COLUMNS) if is_ood]
+        avg = sum(ood) / len(ood) if all(v is not None for v in ood) else None
+        if all(v is None for v in cells):
+            continue
+        text = ["-" if v is None else f"{v:.2f}" for v in [*cells, avg]]
+        lines.append("| " + " | ".join([label, *text]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("classification_run", help="e.g. runs/paper/qwen2_5_vl_7b")
+    parser.add_argument("grounding_run", help="e.g. runs/paper/qwen2_5_vl_7b_rec")
+    args = parser.parse_args(argv)
+    text = table(Path(args.classification_run), Path(args.grounding_run))
+    print(text, end="")
+    return text
+
+
+if __name__ == "__main__":
+    main()
