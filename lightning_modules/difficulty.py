@@ -66,7 +66,7 @@ class DifficultyEstimator(L.LightningModule):
         if not batch["ids"]:
             return []
         inputs = model_inputs(batch)
-        generators = [item_generator(self.sampling.seed, item_id) for item_id in batch["ids"]]
+        generators = [item_generator(self.sampling.seed, item_id, self.device) for item_id in batch["ids"]]
         with torch.no_grad():
             _, texts = sample_answers(self.model, self.processor, inputs, self.sampling, generators)
         rows = []

@@ -147,7 +147,7 @@ class GRPOModule(L.LightningModule):
         """Sample G answers per prompt and score them."""
         inputs = model_inputs(batch)
         step_seed = self.sampling.seed + 1_000_003 * self.global_step  # never the rank: same rollouts on any world size
-        generators = [item_generator(step_seed, item_id) for item_id in batch["ids"]]
+        generators = [item_generator(step_seed, item_id, self.device) for item_id in batch["ids"]]
         with inference_mode(self.model):
             completions, texts = sample_answers(self.model, self.processor, inputs, self.sampling, generators)
         tok = self.processor.tokenizer

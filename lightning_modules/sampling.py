@@ -126,8 +126,9 @@ def sample(
         cfg: k, max_new_tokens and the sampling settings (do_sample False = greedy).
         stop_ids: tokens that end a completion.
         banned_ids: tokens never sampled.
-        generators: one CPU RNG per prompt (seeded from the item id by the caller), so an item's samples do not
-            depend on which batch or DDP rank it lands in; None uses the global RNG.
+        generators: one RNG per prompt on the model's device (`item_generator`, seeded from the item id by the
+            caller), so an item's samples do not depend on which batch or DDP rank it lands in; None uses the global
+            RNG. Nothing vocabulary-sized leaves the device: one host sync per step (which rows stopped).
 
     Returns:
         out[b][j]: token ids of the j-th completion of prompt b.
@@ -162,36 +163,39 @@ def sample(
     last_hidden = last_hidden.repeat_interleave(k, 0)  # [N, H]
     mask = mask.repeat_interleave(k, 0)  # [N, T]
     next_pos = next_pos.repeat_interleave(k, 0)  # [N]
-    rows = torch.arange(bsz * k)  # original row of each active row
-    results: list[list[int]] = [[] for _ in range(bsz * k)]
-    warpers = _warpers(cfg) if cfg.do_sample else None
-    stop = torch.tensor(stop_ids, dtype=torch.long)
-    banned = torch.tensor(banned_ids or [], dtype=torch.long)
     device = input_ids.device
+    rows = list(range(bsz * k))  # host copy: original row of each active row (ascending, so items are contiguous)
+    rows_dev = torch.arange(bsz * k, device=device)
+    buffer = torch.full((bsz * k, cfg.max_new_tokens), -1, dtype=torch.long, device=device)  # tokens stay on device
+    lengths = [0] * (bsz * k)
+    warpers = _warpers(cfg) if cfg.do_sample else None
+    stop = torch.tensor(stop_ids, dtype=torch.long, device=device)
+    banned = torch.tensor(banned_ids or [], dtype=torch.long, device=device)
 
     for step in range(cfg.max_new_tokens):
         logits = hf.lm_head(last_hidden).float()  # [N, V]
         if banned.numel():
-            logits[:, banned.to(device)] = float("-inf")
-        if warpers is not None:
-            scores = warpers(None, logits)
-            probs = torch.softmax(scores, dim=-1)  # [N, V]
-            if generators is None:
-                tokens = torch.multinomial(probs, 1).squeeze(1)  # [N]
-            else:
-                tokens = _sample_per_item(probs.cpu(), rows // k, generators).to(device)  # [N]
-        else:
+            logits[:, banned] = float("-inf")
+        if warpers is None:
             tokens = logits.argmax(-1)  # [N]
-        for row, token in zip(rows.tolist(), tokens.tolist()):
-            results[row].append(token)
-        done = torch.isin(tokens.cpu(), stop)  # [N]
-        if step == cfg.max_new_tokens - 1 or bool(done.all()):
+        else:
+            probs = torch.softmax(warpers(None, logits), dim=-1)  # [N, V], never leaves the device
+            if generators is None:
+                tokens = torch.multinomial(probs, 1).squeeze(1)
+            else:
+                tokens = _sample_per_item(probs, [row // k for row in rows], generators)
+        buffer[rows_dev, step] = tokens
+        done = torch.isin(tokens, stop).tolist()  # the one host sync of the step: N booleans
+        for row in rows:  # every active row has step + 1 tokens now
+            lengths[row] = step + 1
+        if step == cfg.max_new_tokens - 1 or all(done):
             break
-        if bool(done.any()):  # drop finished rows from the cache and every per-row tensor
-            keep = (~done).nonzero().squeeze(1)
-            cache.batch_select_indices(keep.to(device))
-            rows, keep = rows[keep], keep.to(device)
-            tokens, mask, next_pos = tokens[keep], mask[keep], next_pos[keep]
+        if any(done):  # drop finished rows from the cache and every per-row tensor
+            keep_list = [i for i, finished in enumerate(done) if not finished]
+            keep = _index(keep_list, device)
+            cache.batch_select_indices(keep)
+            rows = [rows[i] for i in keep_list]
+            rows_dev, tokens, mask, next_pos = rows_dev[keep], tokens[keep], mask[keep], next_pos[keep]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [N, T+1]
         pos = next_pos.view(1, -1, 1).expand(3, -1, 1)  # [3, N, 1]
         step_out = inner(
@@ -200,7 +204,17 @@ def sample(
         cache = _cache_of(step_out)
         last_hidden = step_out.last_hidden_state[:, -1]
         next_pos = next_pos + 1
+    tokens_host = buffer.tolist()  # [B*k, max_new_tokens] ids, once at the end
+    results = [tokens_host[row][: lengths[row]] for row in range(bsz * k)]
     return [results[b * k : (b + 1) * k] for b in range(bsz)]
+
+
+def _index(values: list[int], device: torch.device) -> torch.Tensor:
+    """A small index tensor on `device` (pinned and asynchronous on CUDA: no second wait per step)."""
+    index = torch.tensor(values, dtype=torch.long)
+    if device.type == "cuda":
+        return index.pin_memory().to(device, non_blocking=True)
+    return index.to(device)
 
 
 def sample_answers(
@@ -214,15 +228,23 @@ def sample_answers(
     return ids, [[decode(c, skip_special_tokens=True) for c in item] for item in ids]
 
 
-def _sample_per_item(probs: torch.Tensor, items: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-    """One multinomial call per item (its active rows together) with that item's RNG: reproducible per item."""
-    tokens = torch.empty(probs.shape[0], dtype=torch.long)
-    for item in items.unique().tolist():
-        where = (items == item).nonzero().squeeze(1)
-        tokens[where] = torch.multinomial(probs[where], 1, generator=generators[item]).squeeze(1)
-    return tokens
+def _sample_per_item(probs: torch.Tensor, items: list[int], generators: list[torch.Generator]) -> torch.Tensor:
+    """One multinomial call per item (its active rows, contiguous because rows stay item-major) with that item's RNG,
+    on the probabilities' device: reproducible per item, whatever else is in the batch."""
+    tokens = []
+    start = 0
+    while start < len(items):
+        end = start
+        while end < len(items) and items[end] == items[start]:
+            end += 1
+        tokens.append(torch.multinomial(probs[start:end], 1, generator=generators[items[start]]).squeeze(1))
+        start = end
+    return torch.cat(tokens)
 
 
-def item_generator(seed: int, item_id: str) -> torch.Generator:
-    """A CPU RNG seeded from (seed, item id): reproducible whatever the batch, rank or resume point."""
-    return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{item_id}".encode()))
+def item_generator(seed: int, item_id: str, device: str | torch.device = "cpu") -> torch.Generator:
+    """An RNG on `device` seeded from (seed, item id): reproducible whatever the batch, rank or resume point.
+
+    CPU and CUDA generators give different draws for the same seed (different algorithms); each is reproducible on
+    its own device type."""
+    return torch.Generator(device=device).manual_seed(zlib.crc32(f"{seed}:{item_id}".encode()))
