@@ -16,7 +16,11 @@ have a `metrics.json` are skipped, so an interrupted `--full` run resumes where 
 `runs/demo/full.md`, `runs/demo/full.json` and `runs/demo/full.png` (mean +- std over seeds, error bars).
 
     python scripts/demo_full.py                      # everything (about 2 hours on 2 cores)
-    python scripts/demo_full.py --parts table1       # only Table 1 (or fig5, noise); --seeds 0 1 to use fewer
+    python scripts/demo_full.py --parts table1       # only Table 1 (or fig5, noise); --seeds 42 1 to use fewer
+    python scripts/demo_full.py --report-only        # the tables of whatever has finished (mean +- std, n seeds)
+
+Order: every part at seed 42 (the main run's), then the noise pipeline, then seeds 1 and 2, so a run stopped early
+still has one complete picture.
 """
 
 from __future__ import annotations
@@ -38,13 +42,19 @@ TIERS = ("easy", "medium", "hard")
 NOISE_STAGES = ("difficulty", "sft", "sft_m", "sft_em", "grpo")
 
 
+REPORT_ONLY = False  # set by main() for the report: collect what exists, run nothing
+
+
 def run(stage: str, name: str, args: list[str], run_dir: Path) -> Path | None:
     """Run `demo/<stage>` of configs/runs.yaml as stage folder `name` unless it already finished; returns its
-    metrics.json (difficulty.jsonl for a difficulty stage)."""
+    metrics.json (difficulty.jsonl for a difficulty stage), None when not run (report only)."""
     done = latest_metrics(run_dir / name) if not stage.endswith("difficulty") else run_dir / name / "difficulty.jsonl"
     if done is not None and done.exists():
-        print(f"=== {name}: done already ({done})", flush=True)
+        if not REPORT_ONLY:
+            print(f"=== {name}: done already ({done})", flush=True)
         return done
+    if REPORT_ONLY:
+        return None
     cmd = [sys.executable, "scripts/runs.py", f"demo/{stage}", "--run.dir", str(run_dir), "--run.stage", name, *args]
     print("=== " + " ".join(["python", *cmd[1:]]), flush=True)
     start = time.perf_counter()
@@ -69,11 +79,12 @@ def table1(run_dir: Path, seeds: list[int]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for tier in TIERS:
         for seed in seeds:
-            extra = ["--data.difficulty_file", "${run:difficulty_file}", "--data.selection.tiers", f"[{tier}]"]
+            tiers = str(run_dir / "difficulty" / "difficulty.jsonl")
+            extra = ["--data.difficulty_file", tiers, "--data.selection.tiers", f"[{tier}]"]
             extra += ["--data.selection.size", str(size), "--data.selection.seed", str(seed)]
             extra += ["--seed_everything", str(seed), "--data.seed", str(seed)]
             metrics = run("sft", f"full/table1_{tier}_s{seed}", extra, run_dir)
-            out.setdefault(f"SFT on {size} {tier}", []).append(accuracies(metrics))
+            out.setdefault(f"SFT on {size} {tier}", []).append(accuracies(metrics))  # {} when not run
     return out
 
 
@@ -101,7 +112,7 @@ def noise(run_dir: Path) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for stage in NOISE_STAGES:
         metrics = run(f"noise/{stage}", f"noise/{stage}", [], run_dir)
-        if stage != "difficulty":
+        if stage != "difficulty" and metrics is not None:
             out[f"{stage} (10 % noise)"] = [accuracies(metrics)]
     return out
 
@@ -142,6 +153,8 @@ def chart(parts: dict[str, dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     parts = {k: v for k, v in parts.items() if v}
+    if not parts:
+        return
     fig, axes = plt.subplots(1, len(parts), figsize=(6 * len(parts), 4), squeeze=False)
     for ax, (title, summary) in zip(axes[0], parts.items()):
         benches = list(next(iter(summary.values())))
@@ -162,8 +175,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-dir", default="runs/demo", help="the main pipeline's run folder")
     parser.add_argument("--parts", nargs="+", default=["table1", "fig5", "noise"], choices=["table1", "fig5", "noise"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2], help="42 = the main run's seed")
+    parser.add_argument("--report-only", action="store_true", help="tabulate the runs that finished; run nothing")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
+    if not args.report_only:  # one seed of every part first, then the noise pipeline, then the other seeds
+        for index, seed in enumerate(args.seeds):
+            if "table1" in args.parts:
+                table1(run_dir, [seed])
+            if "fig5" in args.parts:
+                fig5(run_dir, [seed])
+            if index == 0 and "noise" in args.parts:
+                noise(run_dir)
+    global REPORT_ONLY
+    REPORT_ONLY = True
     cold = {"cold start (baseline)": [accuracies(latest_metrics(run_dir / "cold_start"))]}
     parts = {}
     if "table1" in args.parts:
