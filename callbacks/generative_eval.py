@@ -93,7 +93,8 @@ class GenerativeEval(L.Callback):
         limit: evaluate at most this many items per benchmark (chosen with `subset_seed`); None = all.
         subset_seed: seed for `limit` and the MMMU random-letter fallback.
         batch_size: prompts per generation batch.
-        max_new_tokens: generation budget (official: 128).
+        max_new_tokens: generation budget (official: 128); a benchmark's own `max_new_tokens` attribute wins.
+        repetition_penalty: Hugging Face's repetition penalty for greedy decoding (the paper's math evaluation: 1.1).
         min_pixels: image resize lower bound; None = the bound saved with the model's processor.
         max_pixels: image resize upper bound; None = the model's (the official eval leaves qwen-vl-utils' default,
             12,845,056, which the Qwen2.5-VL checkpoints also ship).
@@ -113,6 +114,7 @@ class GenerativeEval(L.Callback):
         subset_seed: int = 42,
         batch_size: int = 16,
         max_new_tokens: int = 128,
+        repetition_penalty: float = 1.0,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         output_dir: str | None = None,
@@ -128,6 +130,7 @@ class GenerativeEval(L.Callback):
         self.limit = limit
         self.subset_seed = subset_seed
         self.batch_size = batch_size
+        self.repetition_penalty = repetition_penalty
         self.max_new_tokens = max_new_tokens
         self.min_pixels = min_pixels
         self.max_pixels = max_pixels
@@ -174,11 +177,12 @@ class GenerativeEval(L.Callback):
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def generate(self, pl_module, items: list[EvalItem]) -> list[str]:
+    def generate(self, pl_module, items: list[EvalItem], max_new_tokens: int | None = None) -> list[str]:
         """Greedy answers for `items`, in order (encoded by the same `Encoder` as training data)."""
         processor, model = pl_module.processor, pl_module.model
         encoder = Encoder(processor, self.min_pixels, self.max_pixels)
-        cfg = SamplingConfig(k=1, max_new_tokens=self.max_new_tokens, do_sample=False)
+        budget = max_new_tokens or self.max_new_tokens
+        cfg = SamplingConfig(k=1, max_new_tokens=budget, do_sample=False, repetition_penalty=self.repetition_penalty)
         answers: list[str] = []
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
@@ -224,7 +228,8 @@ class GenerativeEval(L.Callback):
         items = self._items[bench.name]
         part = shard(len(items), trainer.global_rank, trainer.world_size)
         t0 = time.perf_counter()
-        local = list(zip(part, self.generate(pl_module, [items[i] for i in part])))
+        budget = getattr(bench, "max_new_tokens", None)  # e.g. 4,096 for chain-of-thought math benchmarks
+        local = list(zip(part, self.generate(pl_module, [items[i] for i in part], budget)))
         gathered = [local]
         if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered = [None] * trainer.world_size

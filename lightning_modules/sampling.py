@@ -43,6 +43,10 @@ class SamplingConfig:
     """Sample among the k most likely tokens (official 50, Hugging Face's default; 0 = off)."""
     seed: int = 42
     """Base seed of the per-item RNGs: an item's answers depend on (seed, item id[, step]) only."""
+    repetition_penalty: float = 1.0
+    """CTRL-style penalty on every token already in the prompt or the answer, as Hugging Face's
+    `RepetitionPenaltyLogitsProcessor` (the paper's math evaluation: 1.1; 1.0 = off). Applies to greedy decoding
+    too."""
 
     def problems(self) -> list[str]:
         out = []
@@ -56,6 +60,8 @@ class SamplingConfig:
             out.append(f"sampling.top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             out.append(f"sampling.top_k must be >= 0, got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            out.append(f"sampling.repetition_penalty must be > 0, got {self.repetition_penalty}")
         return out
 
 
@@ -171,11 +177,15 @@ def sample(
     warpers = _warpers(cfg) if cfg.do_sample else None
     stop = torch.tensor(stop_ids, dtype=torch.long, device=device)
     banned = torch.tensor(banned_ids or [], dtype=torch.long, device=device)
+    penalize = cfg.repetition_penalty != 1.0
+    history = input_ids.repeat_interleave(k, 0) if penalize else None  # [N, T + step]: prompt (padding too, as HF)
 
     for step in range(cfg.max_new_tokens):
         logits = hf.lm_head(last_hidden).float()  # [N, V]
         if banned.numel():
             logits[:, banned] = float("-inf")
+        if penalize:
+            logits = repetition_penalty(logits, history, cfg.repetition_penalty)
         if warpers is None:
             tokens = logits.argmax(-1)  # [N]
         else:
@@ -196,6 +206,9 @@ def sample(
             cache.batch_select_indices(keep)
             rows = [rows[i] for i in keep_list]
             rows_dev, tokens, mask, next_pos = rows_dev[keep], tokens[keep], mask[keep], next_pos[keep]
+            history = history[keep] if penalize else None
+        if penalize:
+            history = torch.cat([history, tokens.unsqueeze(1)], dim=1)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [N, T+1]
         pos = next_pos.view(1, -1, 1).expand(3, -1, 1)  # [3, N, 1]
         step_out = inner(
@@ -207,6 +220,14 @@ def sample(
     tokens_host = buffer.tolist()  # [B*k, max_new_tokens] ids, once at the end
     results = [tokens_host[row][: lengths[row]] for row in range(bsz * k)]
     return [results[b * k : (b + 1) * k] for b in range(bsz)]
+
+
+def repetition_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Divide positive (multiply negative) logits of every token in `history` by `penalty` (Keskar et al. 2019,
+    CTRL; the rule of Hugging Face's `RepetitionPenaltyLogitsProcessor`). logits [N, V], history [N, L]."""
+    seen = torch.gather(logits, 1, history)
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return logits.scatter(1, history, seen)
 
 
 def _index(values: list[int], device: torch.device) -> torch.Tensor:

@@ -68,3 +68,32 @@ def test_no_vocabulary_sized_copy_and_one_sync_per_step(setup):
     ours_short, ours_long = [c for c in short if c[2]], [c for c in long if c[2]]
     assert len(ours_long) - len(ours_short) == 8  # 8 more decode steps, one host sync each (which rows stopped)
     assert ("tolist", (12, 10), True) in ours_long  # the tokens come back once, at the end
+
+
+def test_repetition_penalty_equals_hugging_face():
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    from lightning_modules.sampling import repetition_penalty
+
+    torch.manual_seed(0)
+    logits, history = torch.randn(5, 50), torch.randint(0, 50, (5, 12))
+    expected = RepetitionPenaltyLogitsProcessor(1.1)(history, logits.clone())
+    torch.testing.assert_close(repetition_penalty(logits, history, 1.1), expected, rtol=0, atol=0)
+
+
+def test_greedy_with_repetition_penalty_equals_generate(setup):
+    """Early-finishing rows leave the batch; every answer still equals plain `generate` with the same penalty."""
+    from lightning_modules.sampling import stop_token_ids
+
+    model, processor, batch = setup
+    inputs = model_inputs(batch)
+    stops = stop_token_ids(processor, model)
+    cfg = SamplingConfig(k=2, max_new_tokens=12, do_sample=False, repetition_penalty=1.3)
+    ours = sample(model, inputs, cfg, stops, banned_token_ids(processor))
+    reference = model.generate(**inputs, max_new_tokens=12, do_sample=False, repetition_penalty=1.3)
+    plain = sample(model, inputs, SamplingConfig(k=1, max_new_tokens=12, do_sample=False), stops)
+    assert ours != [[p[0]] * 2 for p in plain]  # the penalty changes some answer: the comparison is not vacuous
+    for b in range(len(batch["ids"])):
+        ref = reference[b, inputs["input_ids"].shape[1] :].tolist()
+        cut = next((i + 1 for i, t in enumerate(ref) if t in stops), len(ref))
+        assert ours[b] == [ref[:cut]] * 2
