@@ -78,9 +78,9 @@ def test_dropout_is_off_while_generating_and_restored_after(tiny_model, tmp_path
     seen = []
     generate = GenerativeEval.generate
 
-    def spy(self, pl_module, items):  # record the dropout modes at generation time
+    def spy(self, pl_module, items, max_new_tokens=None):  # record the dropout modes at generation time
         seen.extend(m.training for m in dropouts)
-        return generate(self, pl_module, items)
+        return generate(self, pl_module, items, max_new_tokens)
 
     callback = GenerativeEval([bench], max_new_tokens=2)
     callback._items["colors"] = bench.load()
