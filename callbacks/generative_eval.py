@@ -78,6 +78,7 @@ def summarize(benchmark: Benchmark, items: list[EvalItem], results: list[dict[st
             sums[key] += value
     for key, total in sums.items():
         metrics[f"val/{name}/{key}"] = total / max(n, 1)
+    metrics.update({f"val/{name}/{key}": value for key, value in benchmark.aggregate(items, results).items()})
     return metrics
 
 

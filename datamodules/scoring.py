@@ -351,6 +351,37 @@ def _no_signal_kwargs(func: Callable[..., Any], name: str) -> dict[str, Any]:
     return {name: None} if name in inspect.signature(func).parameters else {}  # read-only: never mutate
 
 
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (braces balanced), None when there is none."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, begin = 0, start + len("\\boxed{")
+    for index in range(begin, len(text)):
+        if text[index] == "{":
+            depth += 1
+        elif text[index] == "}":
+            if depth == 0:
+                return text[begin:index].strip()
+            depth -= 1
+    return None
+
+
+_ANSWER_IS = re.compile(r"answer is[:\s]*", re.IGNORECASE)
+
+
+def final_answer(response: str) -> str:
+    """The final answer of a chain-of-thought response: the last `\\boxed{}`, else the text after the last
+    "answer is" (first line), else the whole response. Used by rewards, difficulty and the rule-based MC scorers."""
+    boxed = last_boxed(response)
+    if boxed is not None:
+        return boxed
+    matches = list(_ANSWER_IS.finditer(response))
+    if matches:
+        return response[matches[-1].end() :].strip().split("\n")[0].strip().rstrip(".")
+    return response.strip()
+
+
 def math_match(response: str, solution: str) -> bool:
     """math-verify equivalence, gold first (verify is asymmetric); any parse/verify error counts as wrong."""
     from math_verify import parse, verify  # heavy (sympy): imported on first use

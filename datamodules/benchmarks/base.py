@@ -84,6 +84,11 @@ class Benchmark(ABC):
     def breakdown_keys(self, item: EvalItem) -> dict[str, list[str]]:
         """Group name -> the group values this item counts toward (multi-label groups list several)."""
 
+    def aggregate(self, items: list[EvalItem], results: list[dict[str, Any]]) -> dict[str, float]:
+        """Benchmark-level metrics beyond per-item accuracy (e.g. WeMath's four-dimensional scores), logged as
+        `val/<name>/<key>`; none by default."""
+        return {}
+
     def set_pixel_bounds(self, min_pixels: int, max_pixels: int) -> None:
         """The evaluation's image resize bounds, given by the callback (grounding uses them for the box frame)."""
         self.pixel_bounds = (min_pixels, max_pixels)
@@ -123,3 +128,10 @@ def image_from_cell(cell: Any, base: Path | None) -> ImageSource | None:
         return bytes(cell)
     path = Path(cell)
     return path if path.is_absolute() or base is None else base / path
+
+
+def mc_filter(name: str, items: list[EvalItem], is_mc, mc_only: bool) -> list[EvalItem]:
+    """The multiple-choice items when `mc_only` (the paper scores only those), else all; logs the counts."""
+    mc = [item for item in items if is_mc(item)]
+    print(f"[{name}] {len(mc)} of {len(items)} items are multiple choice; scoring {'those' if mc_only else 'all'}")
+    return mc if mc_only else items

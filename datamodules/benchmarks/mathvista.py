@@ -19,6 +19,7 @@ from datamodules.benchmarks.base import (
     LazyEvalItem,
     ScoreResult,
     image_from_cell,
+    mc_filter,
     read_parquet_rows,
 )
 from datamodules.scoring import (
@@ -44,13 +45,21 @@ class MathVista(Benchmark):
         quick_extract: also apply the official `--quick_extract` rule (`The answer is "X".`).
         image_root: folder against which relative image paths (`images/<pid>.jpg`) are resolved; default the data
             file's folder.
+        mc_only: keep the multiple-choice items only (`question_type == 'multi_choice'`, 540 of testmini's 1,000;
+            the paper scores only those).
     """
 
     name = "mathvista"
 
     def __init__(
-        self, path: str, split: str = "testmini", quick_extract: bool = False, image_root: str | None = None
+        self,
+        path: str,
+        split: str = "testmini",
+        quick_extract: bool = False,
+        image_root: str | None = None,
+        mc_only: bool = False,
     ) -> None:
+        self.mc_only = mc_only
         self.path = path
         self.split = split
         self.quick_extract = quick_extract
@@ -84,6 +93,7 @@ class MathVista(Benchmark):
         items = [self._item(row, source, base) for row in rows]
         if not items:
             raise ValueError(self._error(f"no items in {source}"))
+        items = mc_filter(self.name, items, lambda item: item.meta["question_type"] == "multi_choice", self.mc_only)
         return sorted(items, key=lambda item: (int(item.id) if item.id.isdigit() else 10**9, item.id))
 
     def _json_rows(self, source: Path) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from datamodules.benchmarks.base import (
     LazyEvalItem,
     ScoreResult,
     image_from_cell,
+    mc_filter,
     read_parquet_rows,
 )
 from datamodules.scoring import (
@@ -98,11 +99,16 @@ class MMMU(Benchmark):
             (lmms-lab/MMMU): a `.parquet` file, or a folder holding `<split>-*.parquet` (directly or under `data/`).
         split: file prefix to read (`validation`; `dev` also works; `test` has no answers).
         subjects: optional subset of subject names (e.g. `["Art", "Physics"]`); default all found.
+        mc_only: keep the multiple-choice items only (`question_type == 'multiple-choice'`; the paper scores only
+            those).
     """
 
     name = "mmmu"
 
-    def __init__(self, path: str, split: str = "validation", subjects: list[str] | None = None) -> None:
+    def __init__(
+        self, path: str, split: str = "validation", subjects: list[str] | None = None, mc_only: bool = False
+    ) -> None:
+        self.mc_only = mc_only
         self.path = path
         self.split = split
         self.subjects = subjects
@@ -146,6 +152,7 @@ class MMMU(Benchmark):
                 items.append(self._item(row, file, index, subject))
         if not items:
             raise ValueError(self._error(f"no items read from {self.path} (split {self.split!r}, {self.subjects})"))
+        items = mc_filter(self.name, items, lambda item: item.meta["question_type"] == "multiple-choice", self.mc_only)
         return sorted(items, key=_order_key)
 
     def _item(self, row: dict[str, Any], file: Path, index: int, subject: str) -> EvalItem:
