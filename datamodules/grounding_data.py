@@ -14,10 +14,10 @@ the image after smart resize at the training pixel bounds); evaluate with the sa
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 from datamodules.benchmarks.grounding import BOX_FRAMES, GroundingRecord, rec_prompt
+from datamodules.convert import seeded_split, stored_image
 from datamodules.files import atomic_write_json
 from datamodules.images import smart_resize
 from datamodules.scoring import rescale_box
@@ -38,17 +38,6 @@ def sft_target(box: list[float]) -> str:
     return "[" + ", ".join(str(int(v)) for v in box) + "]"
 
 
-def image_path(record: GroundingRecord, images_dir: Path) -> str:
-    """A path for the record's image; images embedded in parquet files are written out once."""
-    if isinstance(record.image, bytes):
-        out = images_dir / f"{record.id.replace('/', '_')}.jpg"
-        if not out.exists():
-            images_dir.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(record.image)
-        return str(out.resolve())
-    return str(Path(record.image).resolve())
-
-
 def write_dcsft_files(
     records: list[GroundingRecord],
     out_dir: str | Path,
@@ -61,20 +50,15 @@ def write_dcsft_files(
     max_pixels: int = 802816,
 ) -> dict[str, int]:
     """Write the three files into out_dir; returns the item count of each file."""
-    if cold_start < 0 or cold_start >= len(records):
-        raise ValueError(f"cold_start must be in [0, {len(records)}) for {len(records)} records, got {cold_start}")
     out = Path(out_dir)
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    cold, rest = order[:cold_start], order[cold_start:]
-    rest = rest[:post_train] if post_train is not None else rest
+    cold, rest = seeded_split(len(records), cold_start, post_train, seed)
     rows: dict[str, list[dict]] = {"cold_sft": [], "left_sft": [], "left_grpo": []}
     for part, indices in (("cold", cold), ("left", rest)):
         for index in indices:
             record = records[index]
             box = frame_box(record, box_frame, min_pixels, max_pixels)
             prompt = record.prompt or rec_prompt(record.expression)
-            image = image_path(record, out / "images")
+            image = stored_image(record.image, record.id, out / "images")
             messages = [
                 {"role": "user", "content": "<image>" + prompt},
                 {"role": "assistant", "content": sft_target(box)},

@@ -20,6 +20,16 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from datamodules.math_scoring import (  # re-exported: one scoring API (math rules live in math_scoring.py)
+    mathvision_correct,
+    mathvision_extract,
+    mc_infer,
+    wemath_extract,
+    wemath_four_dim,
+)
+
+__all__ = ["mathvision_correct", "mathvision_extract", "mc_infer", "wemath_extract", "wemath_four_dim"]
+
 # ----------------------------------------------------------------------------------------------- DC-SFT (exact, IoU)
 
 
@@ -382,6 +392,11 @@ def final_answer(response: str) -> str:
     return response.strip()
 
 
+def boxed_format(response: str, solution: str) -> bool:
+    """Format reward: the response states its final answer in a `\\boxed{}` (the solution is not used)."""
+    return last_boxed(response) is not None
+
+
 def math_match(response: str, solution: str) -> bool:
     """math-verify equivalence, gold first (verify is asymmetric); any parse/verify error counts as wrong."""
     from math_verify import parse, verify  # heavy (sympy): imported on first use
@@ -413,6 +428,7 @@ SCORERS: dict[str, Callable[[str, str], bool]] = {
     "iou": box_match,
     "math": math_match,
     "choice": choice_match,
+    "boxed_format": boxed_format,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,3 +57,25 @@ def test_renditions_keep_shape_colour():
 
     t = np.asarray(texture(image, random.Random(0)))
     assert (t[20, 20] == [255, 0, 0]).all() and not (t[0, 0] == [240, 235, 230]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.demo
+@pytest.mark.timeout(1800)
+def test_cold_started_demo_model_sees(tmp_path):
+    """The demo issue's sight check: after the demo's cold start (about 10 minutes on 2 cores), open colour / shape
+    questions are answered from the image (>= 60 % with real images, <= 35 % with grey ones, half of the answers
+    change with grey images), and each OOD rendition is answerable yet harder than ID for at least one rendition."""
+    import subprocess
+    import sys
+
+    from assets import resolve
+    from lightning_modules.vlm import VLMOptions, build_vlm
+    from scripts.sight_check import sight_check
+
+    cmd = [sys.executable, "scripts/runs.py", "demo/cold_start", "--run.dir", str(tmp_path), "--eval", "null"]
+    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1])
+    model, processor = build_vlm(str(tmp_path / "cold_start" / "model"), VLMOptions(dtype="float32", lora=None))
+    model.eval()
+    result = sight_check(model, processor, resolve("demo://easy_vqa"))
+    assert all(result["checks"].values()), result

@@ -315,10 +315,11 @@ def test_choice_match(response: str, solution: str, correct: bool) -> None:
 
 
 def test_registry() -> None:
-    assert set(S.SCORERS) == {"exact", "iou", "math", "choice"}
+    assert set(S.SCORERS) == {"exact", "iou", "math", "choice", "boxed_format"}
+    assert S.boxed_format("so \\boxed{4}", "") and not S.boxed_format("4", "4")
     assert S.get_scorer("exact")("Goose.", "goose")
     assert S.get_scorer("iou")("[0, 0, 10, 10]", "[0, 0, 10, 10]")
-    with pytest.raises(ValueError, match="valid names: choice, exact, iou, math"):
+    with pytest.raises(ValueError, match="valid names: boxed_format, choice, exact, iou, math"):
         S.get_scorer("f1")
 
 

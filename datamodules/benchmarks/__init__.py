@@ -7,6 +7,7 @@ from datamodules.benchmarks.base import Benchmark, EvalItem, LazyEvalItem, Score
 from datamodules.benchmarks.grounding import GroundingBenchmark
 from datamodules.benchmarks.grounding_readers import LISA, RefCOCO, RefL4
 from datamodules.benchmarks.imagenet import DCSFTJson, ImageNetFolder
+from datamodules.benchmarks.math_benchmarks import MMK12, MathVerse, MathVision, WeMath
 from datamodules.benchmarks.mathvista import MathVista
 from datamodules.benchmarks.mmmu import MMMU
 
@@ -18,9 +19,13 @@ __all__ = [
     "ImageNetFolder",
     "LISA",
     "LazyEvalItem",
+    "MMK12",
     "MMMU",
+    "MathVerse",
+    "MathVision",
     "MathVista",
     "RefCOCO",
     "RefL4",
     "ScoreResult",
+    "WeMath",
 ]

@@ -1,0 +1,154 @@
+"""Math readers on small files in the official layouts: prompts, multiple-choice filters with their counts, scoring,
+WeMath's four-dimensional scores through the evaluation summary, and a clear error on a wrong layout."""
+
+from __future__ import annotations
+
+import json
+import random
+from io import BytesIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from callbacks.generative_eval import summarize
+from datamodules.benchmarks.math_benchmarks import MMK12, MathVerse, MathVision, WeMath, inline_choices
+
+RNG = random.Random(0)
+
+
+def image_cell() -> dict:
+    buffer = BytesIO()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(buffer, format="PNG")
+    return {"bytes": buffer.getvalue(), "path": "x.png"}
+
+
+def test_mathvision_parquet_mc_filter_prompt_and_score(tmp_path):
+    rows = {
+        "id": ["1", "2", "3"],
+        "question": ["<image1> Which?", "<image1> How many?", "<image1> Pick"],
+        "options": [["A", "B", "C", "D", "E"], [], ["10", "20", "30", "40", "50"]],
+        "answer": ["C", "7", "B"],
+        "subject": ["metric geometry - angle", "counting", "metric geometry - length"],
+        "level": [2, 1, 3],
+        "decoded_image": [image_cell()] * 3,
+    }
+    pq.write_table(pa.table(rows), tmp_path / "test.parquet")
+    items = MathVision(str(tmp_path / "test.parquet")).load()
+    assert len(items) == 3 and [i.meta["mc"] for i in items] == [True, False, True]
+    mc = MathVision(str(tmp_path / "test.parquet"), mc_only=True)
+    mc_items = mc.load()
+    assert [i.id for i in mc_items] == ["1", "3"]
+    assert mc_items[0].prompt.endswith("<image1> Which?\n")  # letters-only options are not listed
+    assert mc_items[1].prompt.endswith("(A) 10\n(B) 20\n(C) 30\n(D) 40\n(E) 50")
+    assert mc.max_new_tokens == 4096
+    assert mc.score(mc_items[1], "so the length is \\boxed{20}", RNG).correct  # the option's text counts
+    assert mc.score(mc_items[0], "The answer is \\boxed{C}", RNG).correct
+    assert not mc.score(mc_items[0], "I think it is A or B", RNG).correct
+
+
+def test_mathverse_versions_mc_and_rule_based_score(tmp_path):
+    rows = []
+    for index, version in enumerate(["Text Dominant", "Vision Only"]):
+        question = "Find x.\nChoices:\nA:30\nB:45\nC:60\nD:90"
+        for kind, answer in (("multi-choice", "(B)"), ("free-form", "12")):
+            rows.append(
+                {
+                    "sample_index": f"{index}-{kind}",
+                    "problem_version": version,
+                    "question": question,
+                    "answer": answer,
+                    "question_type": kind,
+                    "query_cot": "Please first conduct reasoning... " + question,
+                    "query_wo": question,
+                    "image": None,
+                    "metadata": {"subject": "plane geometry"},
+                }
+            )
+    (tmp_path / "testmini.json").write_text(json.dumps(rows))
+    bench = MathVerse(str(tmp_path / "testmini.json"), versions=["Vision Only"], mc_only=True)
+    items = bench.load()
+    assert len(items) == 1 and items[0].gold == "B" and items[0].prompt.startswith("Please first conduct")
+    assert bench.score(items[0], "... so the answer is \\boxed{B}", RNG).correct
+    undecided = bench.score(items[0], "A and B are both possible", RNG)
+    assert not undecided.correct and undecided.fallback  # counted, not guessed
+    free = MathVerse(str(tmp_path / "testmini.json")).load()
+    assert len(free) == 4
+    with pytest.raises(ValueError, match="versions must be among"):
+        MathVerse(str(tmp_path / "testmini.json"), versions=["Vision only"])
+
+
+def test_wemath_rows_and_four_dimensional_scores(tmp_path):
+    rows = []
+    for problem in ("2steps_1", "2steps_2"):
+        for key in ("2steps_1", "2steps_2", "2steps_multi"):
+            rows.append(
+                {
+                    "ID": problem,
+                    "key": key,
+                    "question": "Q",
+                    "option": "A. 1;B. 2;C. 3;D. 4;E. No correct answer",
+                    "answer": "B",
+                    "image_path": None,
+                    "knowledge concept": "angles",
+                }
+            )
+    (tmp_path / "testmini.json").write_text(json.dumps(rows))
+    bench = WeMath(str(tmp_path / "testmini.json"))
+    items = bench.load()
+    assert len(items) == 6 and "<Thought process>" in items[0].prompt and "Option: A. 1;B. 2" in items[0].prompt
+    answers = ["<Answer>: <<B>>"] * 3 + ["<Answer>: <<B>>", "<Answer>: <<C>>", "<Answer>: <<B>>"]
+    results = [{"correct": bench.score(i, a, RNG).correct, "fallback": False} for i, a in zip(items, answers)]
+    metrics = summarize(bench, items, results)
+    assert metrics["val/wemath/acc"] == pytest.approx(100 * 5 / 6, abs=0.01)
+    # problem 1: all right (CM); problem 2: a sub-question wrong, multi right (RM strict)
+    assert metrics["val/wemath/score_strict"] == pytest.approx(100 * (525 - 1) / 525)
+
+
+def test_mmk12_inline_choices_and_subjects(tmp_path):
+    question = "What is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 6"
+    rows = {
+        "id": ["m1", "p1"],
+        "subject": ["math", "physics"],
+        "image": [image_cell()] * 2,
+        "question": [question, question],
+        "answer": ["B", "B"],
+    }
+    pq.write_table(pa.table(rows), tmp_path / "test.parquet")
+    bench = MMK12(str(tmp_path / "test.parquet"), subjects=["math"])
+    items = bench.load()
+    assert [i.id for i in items] == ["m1"] and inline_choices(question) == {"A": "3", "B": "4", "C": "5", "D": "6"}
+    assert bench.score(items[0], "2 + 2 = 4, so \\boxed{B}", RNG).correct
+    assert bench.score(items[0], "The answer is 4", RNG).correct  # option text, VLMEvalKit's can_infer
+    with pytest.raises(ValueError, match=r"lacks columns \['subject'"):
+        pq.write_table(pa.table({"id": ["x"], "question": ["q"]}), tmp_path / "bad.parquet")
+        MMK12(str(tmp_path / "bad.parquet")).load()
+
+
+def test_mmk12_converter_keeps_verified_responses(tmp_path):
+    from datamodules.formats import read_samples
+    from datamodules.math_data import read_responses, write_math_files
+
+    rows = [
+        {"id": "a", "question": "2+2=?", "answer": "4", "image": image_cell()["bytes"]},
+        {"id": "b", "question": "Pick.\nA. 3\nB. 4", "answer": "B", "image": image_cell()["bytes"]},
+        {"id": "c", "question": "3*3=?", "answer": "9", "image": image_cell()["bytes"]},
+        {"id": "d", "question": "1+1=?", "answer": "2", "image": image_cell()["bytes"]},
+    ]
+    lines = [
+        {"id": "a", "response": "2+2 is \\boxed{5}"},  # wrong first, then right: the verified one is kept
+        {"id": "a", "response": "so \\boxed{4}"},
+        {"id": "b", "response": "It is 4, the answer is \\boxed{B}"},
+        {"id": "c", "response": "\\boxed{6}"},  # never verified: dropped
+        {"id": "d", "response": "the answer is 2"},
+    ]
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    counts = write_math_files(rows, read_responses(tmp_path / "r.jsonl"), tmp_path / "out", cold_start=1, seed=0)
+    assert counts == {"records": 4, "with_responses": 4, "verified": 3, "cold_sft": 1, "left_sft": 2, "left_grpo": 2}
+    sft = read_samples(str(tmp_path / "out" / "mmk12_left_sft.json"))
+    grpo = read_samples(str(tmp_path / "out" / "mmk12_left_grpo.json"))
+    assert [s.images for s in sft] == [s.images for s in grpo] and all("\\boxed{6}" not in s.solution for s in sft)
+    (tmp_path / "bad.jsonl").write_text('{"id": "a"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl line 1"):
+        read_responses(tmp_path / "bad.jsonl")
