@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     preset = args.selection or (None if args.tiers or args.pass_rate_range else "sft_em")
     rng = tuple(args.pass_rate_range) if args.pass_rate_range else None
-    selection = Selection(preset, args.tiers, rng, args.hard_share, args.seed)
+    selection = Selection(
+        preset=preset, tiers=args.tiers, pass_rate_range=rng, hard_share=args.hard_share, seed=args.seed
+    )
     n = export(args.train_file, args.difficulty, args.out, selection)
     print(f"wrote {n} rows to {args.out} ({selection.describe()})")
 

@@ -2,8 +2,10 @@
 
 DC-SFT samples k = 8 answers per training prompt from the cold-started model, tiers each prompt by its number of
 correct answers (easy k/k, medium 1..k-1, hard 0/k) and then runs plain SFT on a subset: SFT-M (medium) or SFT-EM
-(easy + medium). Fig. 5 mixes a small share of hard items back into SFT-EM. Everything here is pure and seeded (no
-model code), so a selection is reproducible from the difficulty file (`datamodules/difficulty_file.py`) alone.
+(easy + medium). Fig. 5 mixes a small share of hard items back into SFT-EM. A `variance` weighting draws a subset
+with weight p(1-p) from each item's pass rate p (the items whose GRPO groups carry signal). Everything here is pure
+and seeded (no model code), so a selection is reproducible from the difficulty file (`datamodules/difficulty_file.py`)
+alone.
 Tests: `python -m pytest tests/test_tiers.py -q`.
 """
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from datamodules.difficulty_file import DifficultyRow
 
 TIERS = ("easy", "medium", "hard")
+WEIGHTINGS = ("uniform", "variance")
 PRESETS: dict[str, list[str] | None] = {
     "sft": None,  # all items: standard SFT
     "sft_m": ["medium"],  # SFT-M, the official quick-start variant
@@ -141,6 +144,12 @@ class Selection:
     easy / medium / hard subsets)."""
     seed: int = 0
     """Seed of the hard-share draw and of the `size` subset."""
+    weighting: str = "uniform"
+    """How the `size` subset is drawn: `uniform`, or `variance`: without replacement with weight p(1-p) +
+    `uniform_mix` from each item's pass rate p, so the items whose groups carry the most GRPO signal come first
+    (p(1-p) is the variance of a binary reward; items with p in {0, 1} are never drawn when the mix is 0)."""
+    uniform_mix: float = 0.0
+    """Added to every `variance` weight: a share of uniform draws that keeps easy and hard items reachable."""
 
     def problems(self) -> list[str]:
         """Invalid combinations, all at once (empty when valid)."""
@@ -160,6 +169,12 @@ class Selection:
             out.append(f"selection.hard_share must be in [0, 1), got {self.hard_share}")
         if self.size is not None and self.size < 1:
             out.append(f"selection.size must be >= 1 or null, got {self.size}")
+        if self.weighting not in WEIGHTINGS:
+            out.append(f"selection.weighting {self.weighting!r} is not one of {list(WEIGHTINGS)}")
+        if self.weighting == "variance" and self.size is None:
+            out.append("selection.weighting 'variance' draws a subset: give selection.size")
+        if self.uniform_mix < 0:
+            out.append(f"selection.uniform_mix must be >= 0, got {self.uniform_mix}")
         return out
 
     def keeps_all(self) -> bool:
@@ -180,6 +195,8 @@ class Selection:
         else:
             what = self.preset or "sft"
         what += f" + hard_share {self.hard_share}" if self.hard_share else ""
+        if self.weighting == "variance":
+            what += f", variance-weighted (mix {self.uniform_mix})"
         return what + (f", {self.size} items" if self.size is not None else "")
 
 
@@ -199,8 +216,31 @@ def apply_selection(ids: list[str], difficulty: Mapping[str, DifficultyRow], sel
         raise ValueError(
             f"selection.size {selection.size} is larger than the {len(kept)} items of {selection.describe()}"
         )
-    subset = set(random.Random(selection.seed).sample(kept, selection.size))
+    if selection.weighting == "variance":
+        subset = set(
+            weighted_sample(
+                kept, variance_weights(kept, difficulty, selection.uniform_mix), selection.size, selection.seed
+            )
+        )
+    else:
+        subset = set(random.Random(selection.seed).sample(kept, selection.size))
     return [i for i in kept if i in subset]
+
+
+def variance_weights(ids: list[str], difficulty: Mapping[str, DifficultyRow], uniform_mix: float = 0.0) -> list[float]:
+    """p(1-p) + uniform_mix per item, p its pass rate: the variance of a binary reward, i.e. how much GRPO signal a
+    group of the item is expected to carry."""
+    return [difficulty[i].pass_rate * (1 - difficulty[i].pass_rate) + uniform_mix for i in ids]
+
+
+def weighted_sample(ids: list[str], weights: list[float], size: int, seed: int) -> list[str]:
+    """`size` ids drawn without replacement with probability proportional to weight (Efraimidis-Spirakis keys
+    u^(1/w), seeded); zero-weight ids are never drawn, and asking for more than the positive-weight ids is an error."""
+    rng = random.Random(seed)
+    keyed = [(rng.random() ** (1.0 / w), i) for i, w in zip(ids, weights) if w > 0]
+    if size > len(keyed):
+        raise ValueError(f"selection.size {size} is larger than the {len(keyed)} items with a positive weight")
+    return [i for _, i in sorted(keyed, reverse=True)[:size]]
 
 
 def records_to_messages(problem_rows: Iterable[Mapping]) -> list[dict]:

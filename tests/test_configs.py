@@ -90,6 +90,21 @@ def test_demo_stages_compose_as_documented(tmp_path):
     assert {"AdapterCheckpoint", "GenerativeEval"} <= callbacks and "DifficultyWriter" not in callbacks
 
 
+def test_grpo_variants_compose_as_documented(tmp_path):
+    """GRPO-M selects the medium tier for the prompts; grpo_filtered turns group filtering on; plain GRPO has it off."""
+    grpo = compose("demo/grpo", tmp_path=tmp_path)
+    assert not grpo.model.group_filter.enabled and grpo.datamodule.selection.keeps_all()
+    assert grpo.model.hparams.rollout_log == "rollouts.jsonl"
+    grpo_m = compose("demo/grpo_m", tmp_path=tmp_path)
+    assert grpo_m.datamodule.selection.tiers == ["medium"] and grpo_m.datamodule.hparams.prompt_only
+    assert grpo_m.datamodule.hparams.difficulty_file == "runs/demo/difficulty/difficulty.jsonl"
+    assert grpo_m.trainer.logger.name == "grpo_m" and not grpo_m.model.group_filter.enabled
+    filtered = compose("demo/grpo_filtered", tmp_path=tmp_path)
+    assert filtered.model.group_filter.enabled and filtered.model.group_filter.max_resample == 2
+    assert filtered.model.group_filter.min_std == 0.0 and filtered.trainer.logger.name == "grpo_filtered"
+    assert filtered.datamodule.selection.keeps_all() and filtered.datamodule.hparams.batch_size == 2
+
+
 def test_paper_stages_compose_as_documented(tmp_path):
     sft = compose("paper/qwen2_5_vl_7b/sft_em_qlora", tmp_path=tmp_path)
     assert sft.model.vlm.lora.target == "all" and sft.model.vlm.qlora.quant_type == "nf4"
