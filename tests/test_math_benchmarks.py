@@ -152,3 +152,30 @@ def test_mmk12_converter_keeps_verified_responses(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"id": "a"}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl line 1"):
         read_responses(tmp_path / "bad.jsonl")
+
+
+def test_short_math_grpo_fit_with_math_and_format_rewards(trained_tiny_model, tmp_path):
+    """GRPO runs on math prompts with the verified-answer reward plus the format reward (the paper's math GRPO)."""
+    from datamodules.vlm_data import VLMDataModule
+    from lightning_modules.grpo import GRPOConfig, GRPOModule
+    from lightning_modules.sampling import SamplingConfig
+    from lightning_modules.training import OptimConfig
+    from lightning_modules.vlm import LoraOptions, VLMOptions
+    from tests.helpers import cpu_trainer
+
+    Image.new("RGB", (56, 56), (9, 9, 9)).save(tmp_path / "x.png")
+    rows = [{"problem": f"What is {i} + {i}?", "solution": str(2 * i), "image": "x.png"} for i in range(4)]
+    (tmp_path / "math.json").write_text(json.dumps(rows))
+    module = GRPOModule(
+        trained_tiny_model,
+        vlm=VLMOptions(dtype="float32", lora=LoraOptions(r=4, dropout=0.0)),
+        sampling=SamplingConfig(k=2, max_new_tokens=4, temperature=1.0),
+        grpo=GRPOConfig(beta=0.001),
+        rewards={"math": 1.0, "boxed_format": 0.1},
+        optim=OptimConfig(lr=1e-3, warmup_ratio=0.0),
+        log_completions_every=0,
+    )
+    dm = VLMDataModule(trained_tiny_model, train_file=str(tmp_path / "math.json"), batch_size=2, prompt_only=True)
+    trainer = cpu_trainer(max_steps=2, limit_val_batches=0)
+    trainer.fit(module, dm)
+    assert trainer.global_step == 2 and "train/reward/mean" in trainer.callback_metrics
