@@ -264,8 +264,8 @@ class GenerativeEval(L.Callback):
         return metrics
 
     def _warn_frame_shift(self, trainer, pl_module, bench: Benchmark, bounds: tuple[int, int]) -> None:
-        """Grounding answers are pixel positions: training and evaluating at different pixel caps changes the frame
-        for every image whose size is outside both caps (the official scripts train at 802,816 and test at 12.8 M)."""
+        """Grounding answers are pixel positions: training and evaluating at different pixel bounds changes the frame of
+        every image the two bounds resize differently (the official scripts train at 802,816 and test at 12.8 M)."""
         hparams = getattr(getattr(trainer, "datamodule", None), "hparams", None)
         if getattr(bench, "box_frame", None) is None or hparams is None or bench.name in self._warned:
             return

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 
@@ -19,9 +20,13 @@ def seeded_split(n: int, cold_start: int, post_train: int | None, seed: int) -> 
 
 
 def stored_image(image: object, name: str, images_dir: Path) -> str:
-    """An absolute path for an image: a path as is, encoded bytes (parquet cells) written once to images_dir."""
+    """An absolute path for an image: a path as is, encoded bytes (parquet cells) written to images_dir under a name
+    that includes a hash of the bytes (another split or dataset with the same ids never reuses a wrong picture)."""
+    if image is None:
+        raise ValueError(f"{name}: no image")
     if isinstance(image, bytes):
-        out = images_dir / f"{name.replace('/', '_')}.img"
+        digest = hashlib.blake2b(image, digest_size=8).hexdigest()
+        out = images_dir / f"{name.replace('/', '_')}_{digest}.img"
         if not out.exists():
             images_dir.mkdir(parents=True, exist_ok=True)
             out.write_bytes(image)

@@ -58,7 +58,7 @@ def write_dcsft_files(
             record = records[index]
             box = frame_box(record, box_frame, min_pixels, max_pixels)
             prompt = record.prompt or rec_prompt(record.expression)
-            image = stored_image(record.image, record.id, out / "images")
+            image = stored_image(record.image, f"{prefix}_{record.id}", out / "images")
             messages = [
                 {"role": "user", "content": "<image>" + prompt},
                 {"role": "assistant", "content": sft_target(box)},

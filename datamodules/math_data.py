@@ -55,13 +55,16 @@ def write_math_files(
     """rows: MMK12 records (`id`, `question`, `answer`, `image`: path or bytes). Returns the counts."""
     out = Path(out_dir)
     kept = []
+    without_image = sum(row.get("image") is None for row in rows)
+    rows = [row for row in rows if row.get("image") is not None]  # counted, not written as a path "None"
     for row in rows:
         for response in responses.get(str(row["id"]), []):
             if verified(response, str(row["answer"]), str(row["question"])):
                 kept.append((row, response))
                 break
     counts = {
-        "records": len(rows),
+        "records": len(rows) + without_image,
+        "without_image": without_image,
         "with_responses": sum(str(r["id"]) in responses for r in rows),
         "verified": len(kept),
     }
@@ -71,7 +74,7 @@ def write_math_files(
         for index in indices:
             row, response = kept[index]
             prompt = MMK12_PROMPT.format(question=row["question"])
-            image = stored_image(row["image"], str(row["id"]), out / "images")
+            image = stored_image(row["image"], f"{prefix}_{row['id']}", out / "images")
             messages = [{"role": "user", "content": "<image>" + prompt}, {"role": "assistant", "content": response}]
             files[f"{part}_sft"].append({"messages": messages, "images": [image]})
             if part == "left":

@@ -362,18 +362,19 @@ def _no_signal_kwargs(func: Callable[..., Any], name: str) -> dict[str, Any]:
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (braces balanced), None when there is none."""
+    """Content of the last complete `\\boxed{...}` (braces balanced; a box cut off by the token limit is skipped),
+    None when there is none."""
     start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, begin = 0, start + len("\\boxed{")
-    for index in range(begin, len(text)):
-        if text[index] == "{":
-            depth += 1
-        elif text[index] == "}":
-            if depth == 0:
-                return text[begin:index].strip()
-            depth -= 1
+    while start >= 0:
+        depth, begin = 0, start + len("\\boxed{")
+        for index in range(begin, len(text)):
+            if text[index] == "{":
+                depth += 1
+            elif text[index] == "}":
+                if depth == 0:
+                    return text[begin:index].strip()
+                depth -= 1
+        start = text.rfind("\\boxed{", 0, start)
     return None
 
 
@@ -393,8 +394,8 @@ def final_answer(response: str) -> str:
 
 
 def boxed_format(response: str, solution: str) -> bool:
-    """Format reward: the response states its final answer in a `\\boxed{}` (the solution is not used)."""
-    return last_boxed(response) is not None
+    """Format reward: the response states a non-empty final answer in a `\\boxed{}` (the solution is not used)."""
+    return bool(last_boxed(response))
 
 
 def math_match(response: str, solution: str) -> bool:

@@ -145,7 +145,8 @@ def test_mmk12_converter_keeps_verified_responses(tmp_path):
     ]
     (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
     counts = write_math_files(rows, read_responses(tmp_path / "r.jsonl"), tmp_path / "out", cold_start=1, seed=0)
-    assert counts == {"records": 4, "with_responses": 4, "verified": 3, "cold_sft": 1, "left_sft": 2, "left_grpo": 2}
+    expected = {"records": 4, "without_image": 0, "with_responses": 4, "verified": 3}
+    assert counts == expected | {"cold_sft": 1, "left_sft": 2, "left_grpo": 2}
     sft = read_samples(str(tmp_path / "out" / "mmk12_left_sft.json"))
     grpo = read_samples(str(tmp_path / "out" / "mmk12_left_grpo.json"))
     assert [s.images for s in sft] == [s.images for s in grpo] and all("\\boxed{6}" not in s.solution for s in sft)

@@ -124,6 +124,8 @@ def image_from_cell(cell: Any, base: Path | None) -> ImageSource | None:
         cell = cell.get("path")
         if not cell:
             return None
+    if isinstance(cell, str) and not cell.strip():
+        return None
     if isinstance(cell, bytes | bytearray):
         return bytes(cell)
     path = Path(cell)

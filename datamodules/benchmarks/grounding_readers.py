@@ -29,8 +29,8 @@ from datamodules.scoring import LISA_BOX_RULES, lisa_box, parse_box, xywh_to_xyx
 PADDED_LMMS_SPLITS = {8811: "RefCOCO val", 7573: "RefCOCOg val"}
 
 
-def image_size(source: Any, where: str) -> tuple[int, int]:
-    """(width, height) from the image header only (path or encoded bytes)."""
+def image_wh(source: Any, where: str) -> tuple[int, int]:
+    """(width, height) from the image header only (path or encoded bytes); `images.image_size` is (height, width)."""
     try:
         with Image.open(BytesIO(source) if isinstance(source, bytes) else source) as image:
             return image.size
@@ -57,7 +57,7 @@ def read_json_records(path: Path, image_root: dict[str, str], expression_from_pr
         where = sample.source
         if not sample.images:
             raise ValueError(f"{where}: no image")
-        width, height = image_size(sample.images[0], where)
+        width, height = image_wh(sample.images[0], where)
         problem = next(m["content"] for m in sample.messages if m["role"] == "user").replace("<image>", "").strip()
         expression = problem.rsplit(":", 1)[-1].strip() if expression_from_problem else problem
         records.append(
@@ -120,8 +120,8 @@ class RefCOCO(GroundingBenchmark):
         for number, row in enumerate(rows):
             where = f"{path} row {number} (question_id {row['question_id']})"
             image = image_from_cell(row["image"], path.parent)
-            width, height = image_size(image, where)
-            expressions = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
+            width, height = image_wh(image, where)
+            expressions = [row["answer"]] if isinstance(row["answer"], str) else list(row["answer"])
             for k, expression in enumerate(expressions):
                 box = xywh_to_xyxy(row["bbox"])
                 records.append(
@@ -135,8 +135,10 @@ class RefCOCO(GroundingBenchmark):
         instances = Path(self.instances) if self.instances else path.parent / "instances.json"
         if not instances.is_file():
             raise FileNotFoundError(self._error(f"{instances} not found; set instances to the refer instances.json"))
-        with path.open("rb") as f:
-            refs = pickle.load(f)  # noqa: S301 - the refer toolkit's own format
+        try:
+            refs = pickle.loads(path.read_bytes())  # noqa: S301 - the refer toolkit's own format
+        except UnicodeDecodeError:  # written by Python 2
+            refs = pickle.loads(path.read_bytes(), encoding="latin1")  # noqa: S301
         coco = json.loads(instances.read_text(encoding="utf-8"))
         images = {im["id"]: im for im in coco["images"]}
         boxes = {ann["id"]: ann["bbox"] for ann in coco["annotations"]}
@@ -148,8 +150,8 @@ class RefCOCO(GroundingBenchmark):
             image = images[ref["image_id"]]
             where = f"{path} ref_id {ref['ref_id']}"
             box = xywh_to_xyxy(boxes[ref["ann_id"]])
-            for sentence in ref["sentences"]:
-                record_id = f"{ref['ref_id']}/{sentence['sent_id']}"
+            for number, sentence in enumerate(ref["sentences"]):
+                record_id = f"{ref['ref_id']}/{sentence.get('sent_id', number)}"
                 records.append(
                     GroundingRecord(
                         record_id,
@@ -255,7 +257,8 @@ class LISA(GroundingBenchmark):
             text = annotation.get("text") or []
             if not text:
                 raise ValueError(self._error(f"{where}: no 'text' (the query)"))
-            width, height = image_size(image, where)
+            width, height = image_wh(image, where)
+            box = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height), min(box[2], width), min(box[3], height)]
             for k, query in enumerate(text[:1] if isinstance(text, list) else [text]):
                 records.append(
                     GroundingRecord(

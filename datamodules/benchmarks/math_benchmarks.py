@@ -40,8 +40,17 @@ _CHOICE_LINE = re.compile(r"^\s*\(?([A-H])[.):：]\s*(.+?)\s*$", re.MULTILINE)
 
 
 def inline_choices(question: str) -> dict[str, str]:
-    """Choices written in the question as `A. ...` / `(A) ...` / `A: ...` lines (MMK12, MathVerse)."""
-    return {letter: text for letter, text in _CHOICE_LINE.findall(question)}
+    """Choices written in the question as `A. ...` / `(A) ...` / `A: ...` lines (MMK12, MathVerse); empty unless they
+    run A, B, ... without a gap (a partial parse would make some letters unanswerable)."""
+    found = {letter: text for letter, text in _CHOICE_LINE.findall(question or "")}
+    expected = [chr(65 + i) for i in range(len(found))]
+    return found if len(found) >= 2 and sorted(found) == expected else {}
+
+
+def letters_only(choices: dict[str, str], letters: str = "ABCDE") -> dict[str, str]:
+    """The parsed choices, or bare letters with empty texts (so `mc_infer` matches letter tokens only, never a letter
+    inside a word such as the C of "5 cm")."""
+    return choices or dict.fromkeys(letters, "")
 
 
 def read_rows(name: str, path: Path, required: list[str]) -> list[dict[str, Any]]:
@@ -158,7 +167,7 @@ class MathVerse(MathBenchmark):
             meta = {
                 "mc": row["question_type"] == "multi-choice",
                 "version": version,
-                "choices": inline_choices(row["question"]),
+                "choices": inline_choices(str(row.get("question") or "")),
                 "subject": (row.get("metadata") or {}).get("subject"),
             }
             gold = str(row["answer"]).strip().strip("()")
@@ -170,8 +179,7 @@ class MathVerse(MathBenchmark):
     def score(self, item: EvalItem, response: str, rng: random.Random) -> ScoreResult:
         answer = final_answer(response)
         if item.meta["mc"]:
-            letters = item.meta["choices"] or {letter: letter for letter in "ABCDE"}
-            choice = mc_infer(answer, letters)
+            choice = mc_infer(answer, letters_only(item.meta["choices"]))
             return ScoreResult(choice == item.gold, str(choice), fallback=choice is False)
         return ScoreResult(math_match(answer, item.gold), answer)
 
@@ -238,5 +246,5 @@ class MMK12(MathBenchmark):
         return self.keep(items)
 
     def score(self, item: EvalItem, response: str, rng: random.Random) -> ScoreResult:
-        choice = mc_infer(final_answer(response), item.meta["choices"] or {c: c for c in "ABCD"})
+        choice = mc_infer(final_answer(response), letters_only(item.meta["choices"], "ABCD"))
         return ScoreResult(choice == item.gold, str(choice), fallback=choice is False)
