@@ -96,6 +96,11 @@ def fig5(run_dir: Path, seeds: list[int]) -> dict[str, list[dict]]:
         "SFT-EM, 5 % hard": ("sft_em", ["--data.selection.hard_share", "0.05"]),
         "SFT, natural share": ("sft", []),
     }
+    counts = tier_counts(run_dir / "difficulty" / "difficulty.jsonl")
+    natural = counts["hard"] / max(sum(counts.values()), 1)
+    if natural <= 0.05:  # the 5 % variant needs more hard items than there are
+        print(f"Fig. 5: the natural hard share is {100 * natural:.1f} %, not above 5 %: the 5 % variant is skipped")
+        variants.pop("SFT-EM, 5 % hard")
     out: dict[str, list[dict]] = {}
     for label, (stage, extra) in variants.items():
         for seed in seeds:
