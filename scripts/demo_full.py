@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.pipeline_report import latest_metrics, tier_counts  # noqa: E402
+from scripts.pipeline_report import accuracies, latest_metrics, tier_counts  # noqa: E402
 
 TIERS = ("easy", "medium", "hard")
 NOISE_STAGES = ("difficulty", "sft", "sft_m", "sft_em", "grpo")
@@ -64,14 +64,6 @@ def run(stage: str, name: str, args: list[str], run_dir: Path) -> Path | None:
     with (run_dir / "timings.jsonl").open("a") as f:
         f.write(json.dumps({"stage": name, "seconds": time.perf_counter() - start}) + "\n")
     return latest_metrics(run_dir / name) if not stage.endswith("difficulty") else run_dir / name / "difficulty.jsonl"
-
-
-def accuracies(path: Path | None) -> dict[str, float]:
-    """{benchmark: accuracy} of one run's metrics.json."""
-    if path is None or not path.exists():
-        return {}
-    metrics = json.loads(path.read_text())["metrics"]
-    return {k.split("/")[1]: v for k, v in metrics.items() if k.endswith("/acc")}
 
 
 def table1(run_dir: Path, seeds: list[int]) -> dict[str, list[dict]]:

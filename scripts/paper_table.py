@@ -10,13 +10,12 @@ Paper, Qwen2.5-VL-7B, OOD Avg: SFT 57.62, GRPO 59.48, SFT-M 60.41, SFT-EM 62.10.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.pipeline_report import METHODS, latest_metrics  # noqa: E402
+from scripts.pipeline_report import METHODS, accuracies, latest_metrics  # noqa: E402
 
 COLUMNS = [  # (task, benchmark name in metrics, column title, OOD?)
     ("cls", "imagenet_val", "ImageNet (ID)", False),
@@ -28,19 +27,11 @@ COLUMNS = [  # (task, benchmark name in metrics, column title, OOD?)
 ]
 
 
-def accuracies(run: Path, stage: str) -> dict[str, float]:
-    path = latest_metrics(run / stage)
-    if path is None:
-        return {}
-    metrics = json.loads(path.read_text())["metrics"]
-    return {key.split("/")[1]: value for key, value in metrics.items() if key.endswith("/acc")}
-
-
 def table(cls_run: Path, rec_run: Path) -> str:
     head = ["method", *(title for _, _, title, _ in COLUMNS), "OOD Avg"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for stage, label in METHODS:
-        accs = {"cls": accuracies(cls_run, stage), "rec": accuracies(rec_run, stage)}
+        accs = {"cls": accuracies(latest_metrics(cls_run / stage)), "rec": accuracies(latest_metrics(rec_run / stage))}
         cells = [accs[task].get(bench) for task, bench, _, _ in COLUMNS]
         ood = [cell for cell, (_, _, _, is_ood) in zip(cells, COLUMNS) if is_ood]
         avg = sum(ood) / len(ood) if all(v is not None for v in ood) else None

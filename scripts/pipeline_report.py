@@ -32,6 +32,14 @@ def latest_metrics(stage_dir: Path) -> Path | None:
     return found[-1] if found else (legacy if legacy.exists() else None)
 
 
+def accuracies(path: Path | None) -> dict[str, float]:
+    """{benchmark: accuracy} of one run's metrics.json ({} when there is none)."""
+    if path is None or not path.exists():
+        return {}
+    metrics = json.loads(path.read_text())["metrics"]
+    return {key.split("/")[1]: value for key, value in metrics.items() if key.endswith("/acc")}
+
+
 def load(run: Path) -> tuple[list[dict], list[str]]:
     timings: dict[str, float] = {}
     if (run / "timings.jsonl").exists():
@@ -44,7 +52,7 @@ def load(run: Path) -> tuple[list[dict], list[str]]:
         if path is None:
             continue
         summary = json.loads(path.read_text())
-        accs = {k.split("/")[1]: v for k, v in summary["metrics"].items() if k.endswith("/acc")}
+        accs = accuracies(path)
         benches = benches or list(accs)
         train = timings.get(stage, float("nan")) - summary.get("eval_seconds", 0.0)
         cost = train + (timings.get("difficulty", 0.0) if stage in ("sft_m", "sft_em") else 0.0)
