@@ -260,7 +260,7 @@ class GenerativeEval(L.Callback):
             f"({len(items) / max(elapsed, 1e-9):.1f} items/s)"
         )
         if trainer.is_global_zero:
-            self._write(trainer, bench.name, results)
+            self._write(trainer, bench.name, results, bench.tables(items, results))
         return metrics
 
     def _warn_frame_shift(self, trainer, pl_module, bench: Benchmark, bounds: tuple[int, int]) -> None:
@@ -283,10 +283,14 @@ class GenerativeEval(L.Callback):
     def _root(self, trainer) -> Path:
         return Path(self.output_dir or Path(trainer.log_dir or trainer.default_root_dir) / "predictions")
 
-    def _write(self, trainer, name: str, results: list[dict[str, Any]]) -> None:
+    def _write(self, trainer, name: str, results: list[dict[str, Any]], tables: dict[str, Any] | None = None) -> None:
+        """Predictions as `<name>/epoch=E-step=S.jsonl`, and the benchmark's long tables (e.g. Ref-L4 per class) as
+        `<name>/epoch=E-step=S.tables.json` beside them."""
         path = self._root(trainer) / name / f"epoch={trainer.current_epoch}-step={trainer.global_step}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
+        if tables:
+            atomic_write_text(path.with_suffix(".tables.json"), json.dumps(tables, indent=1, ensure_ascii=False))
 
 
 def _jsonable(value: Any) -> Any:

@@ -6,7 +6,8 @@ published numbers were computed with them:
   evaluate` and `evaluation/utils.py` (`find_math_answer`, `_strip_string`, `_fix_fracs`, `_fix_sqrt`,
   `_fix_a_slash_b`, `eval_tuple`, `is_equal`, `is_number`);
 - We-Math: the answer extractor and the four-dimensional metrics (IK, IG, CM, RM, strict and loose scores), from
-  We-Math/We-Math `evaluation/four_dimensional_metrics.py`;
+  We-Math/We-Math `evaluation/four_dimensional_metrics.py`, and the step accuracies S1 / S2 / S3 from
+  `evaluation/accuracy.py`;
 - VLMEvalKit `vlmeval/utils/matching_util.py::can_infer` (`can_infer_option`, then `can_infer_text`), the version
   with the last-tokens window and the "answer is **X**" rescue.
 
@@ -323,41 +324,55 @@ def wemath_extract(response: str) -> str | None:
     return text[0] if text and text[0] in "ABCDEFGH" else None
 
 
+def _wemath_joined(rows: Sequence[Mapping[str, Any]]) -> dict[int, list[tuple[list[bool | None], bool | None]]]:
+    """The official left join of We-Math rows, per step count: one (sub-question jokers, multi joker) per joined row.
+
+    Why: both official scripts (`four_dimensional_metrics.py` and `accuracy.py`, `process_steps_data`) merge the
+    `Nsteps_2` .. `Nsteps_N` and `Nsteps_multi` rows onto the `Nsteps_1` rows by "ID" with pandas left joins, so a
+    problem without a `_1` row is dropped, a missing row joins as None (NaN) and duplicate rows multiply.
+    """
+    by_key: dict[str, dict[Any, list[bool]]] = {}  # key -> ID -> jokers, in row order
+    for row in rows:
+        by_key.setdefault(row["key"], {}).setdefault(row["ID"], []).append(bool(row["joker"]))
+    joined: dict[int, list[tuple[list[bool | None], bool | None]]] = {}
+    for steps in (2, 3):
+        others = [f"{steps}steps_{i}" for i in range(2, steps + 1)] + [f"{steps}steps_multi"]
+        joined[steps] = []
+        for problem_id, firsts in by_key.get(f"{steps}steps_1", {}).items():
+            columns: list[list[bool | None]] = [list(firsts)]
+            columns += [list(by_key.get(key, {}).get(problem_id, [None])) for key in others]
+            joined[steps] += [(subs, multi) for *subs, multi in product(*columns)]
+    return joined
+
+
 def wemath_four_dim(rows: Sequence[Mapping[str, Any]], total: int = 525) -> dict[str, Any]:
     """We-Math four-dimensional metrics from per-row correctness, computed as the official script does.
 
     Why: We-Math reports IK/IG/CM/RM counts and the strict and loose scores, not plain accuracy. The official
-    script left-joins the sub-question and multi-step rows on "ID", starting from the `Nsteps_1` rows. Problems
-    without a `_1` row are therefore dropped, a missing row counts as neither right nor wrong, and duplicate rows
-    multiply. Score = (total - 0.5*IG - RM - IK) / total, with RM_strict or RM_loose. The official denominator is a
-    hard-coded 525 even for a subset. Source: We-Math/We-Math `evaluation/four_dimensional_metrics.py`
+    script left-joins the sub-question and multi-step rows on "ID", starting from the `Nsteps_1` rows (see
+    `_wemath_joined`): problems without a `_1` row are dropped, a missing row counts as neither right nor wrong, and
+    duplicate rows multiply. Score = (total - 0.5*IG - RM - IK) / total, with RM_strict or RM_loose. The official
+    denominator is a hard-coded 525 even for a subset. Source: We-Math/We-Math `evaluation/four_dimensional_metrics.py`
     (`process_steps_data`, `calculate_metrics`, `compute_final_scores`, `update_main_results_df`).
 
     `rows`: dicts with "ID", "key" (`2steps_1`, `2steps_2`, `2steps_multi`, `3steps_1` .. `3steps_3`,
     `3steps_multi`) and "joker" (bool, whether the row's answer is right).
     """
     counts = dict.fromkeys(_WEMATH_COUNTS, 0)
-    by_key: dict[str, dict[Any, list[bool]]] = {}  # key -> ID -> jokers, in row order
-    for row in rows:
-        by_key.setdefault(row["key"], {}).setdefault(row["ID"], []).append(bool(row["joker"]))
-    for steps in (2, 3):
-        others = [f"{steps}steps_{i}" for i in range(2, steps + 1)] + [f"{steps}steps_multi"]
-        for problem_id, firsts in by_key.get(f"{steps}steps_1", {}).items():
-            columns: list[list[bool | None]] = [list(firsts)]
-            columns += [list(by_key.get(key, {}).get(problem_id, [None])) for key in others]
-            for *subs, multi in product(*columns):
-                all_right = all(s is True for s in subs)
-                any_right = any(s is True for s in subs)
-                all_wrong = all(s is False for s in subs)
-                any_wrong = any(s is False for s in subs)
-                if multi is True:
-                    counts["CM_strict"] += all_right
-                    counts["CM_loose"] += any_right
-                    counts["RM_strict"] += any_wrong
-                    counts["RM_loose"] += all_wrong
-                elif multi is False:
-                    counts["IG"] += all_right
-                    counts["IK"] += any_wrong
+    for joined in _wemath_joined(rows).values():
+        for subs, multi in joined:
+            all_right = all(s is True for s in subs)
+            any_right = any(s is True for s in subs)
+            all_wrong = all(s is False for s in subs)
+            any_wrong = any(s is False for s in subs)
+            if multi is True:
+                counts["CM_strict"] += all_right
+                counts["CM_loose"] += any_right
+                counts["RM_strict"] += any_wrong
+                counts["RM_loose"] += all_wrong
+            elif multi is False:
+                counts["IG"] += all_right
+                counts["IK"] += any_wrong
 
     def score(rm: int) -> float:
         return (total - 0.5 * counts["IG"] - rm - counts["IK"]) / total
@@ -375,6 +390,32 @@ def wemath_four_dim(rows: Sequence[Mapping[str, Any]], total: int = 525) -> dict
         "rates": rates,
         "total": total,
     }
+
+
+def wemath_step_accuracy(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """We-Math's per-step accuracies: S1 over the one-step sub-questions, S2 / S3 over the two- / three-step problems.
+
+    Why: We-Math reports One-step (S1), Two-step (S2) and Three-step (S3) accuracy beside the four-dimensional
+    scores. Officially S1 is the mean joker of every sub-question cell (`Nsteps_1` .. `Nsteps_N`) of the joined
+    two- and three-step tables, S2 and S3 the mean joker of the `2steps_multi` / `3steps_multi` column, pandas means
+    that skip the None (NaN) a missing row joins as. The join's quirks (`_wemath_joined`) therefore apply: rows of a
+    problem without a `_1` row are ignored, duplicates count once per joined row. Source: We-Math/We-Math
+    `evaluation/accuracy.py` (`process_steps_data`, `evaluate_steps`, `update_main_results_df`). Not reproduced:
+    its per-domain accuracies, which need `data/knowledge_structure_nodes.json`; S1 skips that file's left merge on
+    the concept's leaf name, which would only change S1 if a leaf name occurred twice there (none did when read).
+
+    Returns {"s1", "s2", "s3"}: fractions (None when nothing is counted, where pandas gives NaN), and "counts": the
+    number of cells each is the mean of.
+    """
+    joined = _wemath_joined(rows)
+    cells = {
+        "s1": [s for table in joined.values() for subs, _ in table for s in subs if s is not None],
+        "s2": [multi for _, multi in joined[2] if multi is not None],
+        "s3": [multi for _, multi in joined[3] if multi is not None],
+    }
+    out: dict[str, Any] = {key: sum(flags) / len(flags) if flags else None for key, flags in cells.items()}
+    out["counts"] = {key: len(flags) for key, flags in cells.items()}
+    return out
 
 
 # ------------------------------------------------------------------------------------- VLMEvalKit can_infer

@@ -2,7 +2,8 @@
 
 Faithful re-implementations of the official rules, quirks included (official sources named per function):
 - DC-SFT `exact()` and `iou()` from `infer/test_dp.py` (classification, grounding), Ref-L4's continuous IoU
-  (`ref_l4/overlaps.py`), ReasonSeg polygons to boxes (LISA `utils/data_processing.py`, Visual-RFT `gen_box_ann.py`);
+  (`ref_l4/overlaps.py`) and class-level accuracy (`ref_l4/evaluation.py`, in `ref_l4_scoring.py`), ReasonSeg
+  polygons to boxes (LISA `utils/data_processing.py`, Visual-RFT `gen_box_ann.py`);
 - MMMU `parse_multi_choice_response` / `parse_open_response` / `eval_*` from `mmmu/utils/eval_utils.py`, except that
   the parsers return None where the official code calls `random.choice` (the caller draws from a seeded generator);
 - MathVista rule-based extraction (`extract_answer.py`) and `normalize_extracted_answer` / `safe_equal`
@@ -26,9 +27,21 @@ from datamodules.math_scoring import (  # re-exported: one scoring API (math rul
     mc_infer,
     wemath_extract,
     wemath_four_dim,
+    wemath_step_accuracy,
 )
+from datamodules.ref_l4_scoring import REFL4_THRESHOLDS, refl4_class, refl4_class_accuracy  # re-exported, as above
 
-__all__ = ["mathvision_correct", "mathvision_extract", "mc_infer", "wemath_extract", "wemath_four_dim"]
+__all__ = [
+    "REFL4_THRESHOLDS",
+    "mathvision_correct",
+    "mathvision_extract",
+    "mc_infer",
+    "refl4_class",
+    "refl4_class_accuracy",
+    "wemath_extract",
+    "wemath_four_dim",
+    "wemath_step_accuracy",
+]
 
 # ----------------------------------------------------------------------------------------------- DC-SFT (exact, IoU)
 

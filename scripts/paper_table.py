@@ -3,6 +3,8 @@ per method and the headline "OOD Avg" over ImageNet-R, ImageNet-A, Ref-L4 and LI
 
     python scripts/paper_table.py runs/paper/qwen2_5_vl_7b runs/paper/qwen2_5_vl_7b_rec > table2.md
 
+Table 6 (math reasoning) has its own script on the same helpers: `scripts/paper_table6.py`.
+
 Reads each stage's newest `metrics.json` (as `scripts/pipeline_report.py`); a missing run or benchmark shows as "-".
 Paper, Qwen2.5-VL-7B, OOD Avg: SFT 57.62, GRPO 59.48, SFT-M 60.41, SFT-EM 62.10.
 """
@@ -27,19 +29,34 @@ COLUMNS = [  # (task, benchmark name in metrics, column title, OOD?)
 ]
 
 
+def cell(value: float | None) -> str:
+    """A table cell: two decimals as the paper prints, "-" for a missing run or benchmark."""
+    return "-" if value is None else f"{value:.2f}"
+
+
+def mean_of_all(values: list[float | None]) -> float | None:
+    """The mean, or None unless every value is there (an average over fewer benchmarks is not the paper's)."""
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present and len(present) == len(values) else None
+
+
+def markdown(head: list[str], rows: list[list[str]]) -> str:
+    """A markdown table from its header and rows of cell texts."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
 def table(cls_run: Path, rec_run: Path) -> str:
     head = ["method", *(title for _, _, title, _ in COLUMNS), "OOD Avg"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for stage, label in METHODS:
         accs = {"cls": accuracies(latest_metrics(cls_run / stage)), "rec": accuracies(latest_metrics(rec_run / stage))}
         cells = [accs[task].get(bench) for task, bench, _, _ in COLUMNS]
-        ood = [cell for cell, (_, _, _, is_ood) in zip(cells, COLUMNS) if is_ood]
-        avg = sum(ood) / len(ood) if all(v is not None for v in ood) else None
         if all(v is None for v in cells):
             continue
-        text = ["-" if v is None else f"{v:.2f}" for v in [*cells, avg]]
-        lines.append("| " + " | ".join([label, *text]) + " |")
-    return "\n".join(lines) + "\n"
+        avg = mean_of_all([value for value, (_, _, _, is_ood) in zip(cells, COLUMNS) if is_ood])
+        rows.append([label, *(cell(v) for v in [*cells, avg])])
+    return markdown(head, rows)
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -32,12 +32,16 @@ def latest_metrics(stage_dir: Path) -> Path | None:
     return found[-1] if found else (legacy if legacy.exists() else None)
 
 
-def accuracies(path: Path | None) -> dict[str, float]:
-    """{benchmark: accuracy} of one run's metrics.json ({} when there is none)."""
+def run_metrics(path: Path | None) -> dict[str, float]:
+    """{"<benchmark>/<metric>": value} of one run's metrics.json, `val/` dropped ({} when there is none)."""
     if path is None or not path.exists():
         return {}
-    metrics = json.loads(path.read_text())["metrics"]
-    return {key.split("/")[1]: value for key, value in metrics.items() if key.endswith("/acc")}
+    return {key.split("/", 1)[1]: value for key, value in json.loads(path.read_text())["metrics"].items()}
+
+
+def accuracies(path: Path | None) -> dict[str, float]:
+    """{benchmark: accuracy} of one run's metrics.json ({} when there is none)."""
+    return {key.split("/")[0]: value for key, value in run_metrics(path).items() if key.endswith("/acc")}
 
 
 def load(run: Path) -> tuple[list[dict], list[str]]:

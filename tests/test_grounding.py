@@ -160,10 +160,11 @@ def test_refcoco_refer_toolkit(tmp_path):
         RefCOCO(str(folder / "refs(unc).p"), image_root=root).load()
 
 
-def ref_l4_folder(tmp_path: Path) -> Path:
+def ref_l4_folder(tmp_path: Path, splits=(("val", [0, 1]), ("test", [2])), categories=None) -> Path:
+    """Ref-L4's parquet files (gold box [10, 10, 60, 50]) and images folder; `categories`: id -> ori_category_id."""
     root = tmp_path / "ref_l4"
     png(root / "images" / "objects365_v2_1.jpg", (120, 90))
-    for split, ids in (("val", [0, 1]), ("test", [2])):
+    for split, ids in splits:
         rows = {
             "id": ids,
             "caption": [f"object number {i} in the scene." for i in ids],
@@ -171,7 +172,7 @@ def ref_l4_folder(tmp_path: Path) -> Path:
             "file_name": ["objects365_v2_1.jpg" for _ in ids],
             "height": [90 for _ in ids],
             "width": [120 for _ in ids],
-            "ori_category_id": ["o365_1" for _ in ids],
+            "ori_category_id": [(categories or {}).get(i, "o365_1") for i in ids],
         }
         pq.write_table(pa.table(rows), root / f"ref-l4-{split}.parquet")
     return root
@@ -189,6 +190,52 @@ def test_ref_l4_splits_and_scoring_views(tmp_path):
     assert result.values["macc"] == pytest.approx(100 * 8 / 10)  # > 0.50 ... > 0.85
     missing = bench.score(item, "I cannot see it", random.Random(0))
     assert not missing.correct and missing.values["no_box"] == 1.0 and missing.extracted is None
+
+
+def test_ref_l4_class_accuracy_by_hand():
+    categories = ["o365_1", "refcoco_1", "o365_2", "refcoco_6", "refcoco_16"]  # refcoco_1 -> o365_1; 6, 16 -> o365_56
+    result = S.refl4_class_accuracy(categories, [0.6, 0.4, 0.95, 0.5, 0.77])
+    assert list(result["classes"]) == ["o365_1", "o365_2", "o365_56"]  # first appearance
+    # o365_1: IoUs 0.6, 0.4 -> acc 1/2; 0.6 beats 2 of the 10 thresholds (> 0.6 is strict), 0.4 none -> mAcc 10
+    assert result["classes"]["o365_1"] == {"n": 2, "acc": 50.0, "macc": pytest.approx(10.0)}
+    assert result["classes"]["o365_2"] == {"n": 1, "acc": 100.0, "macc": pytest.approx(90.0)}  # not > 0.95
+    # o365_56: 0.5 is not > 0.5; 0.77 beats 0.50 .. 0.75 (6 thresholds) -> mAcc 6 / 20
+    assert result["classes"]["o365_56"] == {"n": 2, "acc": 50.0, "macc": pytest.approx(30.0)}
+    assert result["mean_acc"] == pytest.approx(200 / 3) and result["mean_macc"] == pytest.approx(130 / 3)
+    assert S.refl4_class_accuracy([], []) == {"classes": {}, "mean_acc": None, "mean_macc": None}
+    with pytest.raises(ValueError, match="2 categories but 1 IoUs"):
+        S.refl4_class_accuracy(["a", "b"], [0.5])
+
+
+def test_ref_l4_per_class_table_in_what_the_evaluation_writes(tmp_path):
+    from callbacks.generative_eval import summarize
+    from scripts.ref_l4_classes import class_table
+
+    categories = {0: "o365_1", 1: "refcoco_1", 2: "o365_9"}
+    root = ref_l4_folder(tmp_path, splits=(("val", [0, 1, 2]),), categories=categories)
+    bench = RefL4(str(root), split="val")
+    items = bench.load()
+    answers = ["[10, 10, 60, 50]", "no box here", "[10, 10, 60, 45]"]  # gold [10, 10, 60, 50]: IoU 1, -, 0.875
+    results = []
+    for item, answer in zip(items, answers):  # rows as GenerativeEval writes them to the predictions file
+        score = bench.score(item, answer, random.Random(0))
+        results.append({"correct": score.correct, "fallback": False, "values": score.values} | score.details)
+    assert [row["category"] for row in results] == ["o365_1", "refcoco_1", "o365_9"]
+    metrics = summarize(bench, items, results)
+    # classes o365_1 (IoU 1 and 0: acc 50, mAcc 50) and o365_9 (0.875: acc 100, mAcc 80)
+    assert metrics["val/ref_l4/class_acc"] == pytest.approx(75.0)
+    assert metrics["val/ref_l4/class_macc"] == pytest.approx(65.0)
+    per_class = bench.tables(items, results)["per_class"]
+    assert per_class == {
+        "o365_1": {"n": 2, "acc": 50.0, "macc": pytest.approx(50.0)},
+        "o365_9": {"n": 1, "acc": 100.0, "macc": pytest.approx(80.0)},
+    }
+    predictions = tmp_path / "epoch=0-step=1.jsonl"
+    predictions.write_text("".join(json.dumps(row) + "\n" for row in results))
+    text = class_table(predictions)
+    assert text.index("| o365_1 | 2 | 50.00 | 50.00 |") < text.index("| o365_9 | 1 | 100.00 | 80.00 |")  # worst first
+    assert "2 classes, 3 annotations; mean over classes: acc 75.00, mAcc 65.00" in text
+    assert RefL4(str(root)).tables(items[:0], []) == {}  # nothing to tabulate: no table
 
 
 def test_resized_frame_rescales_answers(tmp_path):

@@ -1,5 +1,6 @@
 """Math readers on small files in the official layouts: prompts, multiple-choice filters with their counts, scoring,
-WeMath's four-dimensional scores through the evaluation summary, and a clear error on a wrong layout."""
+WeMath's four-dimensional scores and step accuracies through the evaluation summary, a clear error on a wrong layout,
+and the Table 6 report on fake run folders."""
 
 from __future__ import annotations
 
@@ -104,6 +105,9 @@ def test_wemath_rows_and_four_dimensional_scores(tmp_path):
     assert metrics["val/wemath/acc"] == pytest.approx(100 * 5 / 6, abs=0.01)
     # problem 1: all right (CM); problem 2: a sub-question wrong, multi right (RM strict)
     assert metrics["val/wemath/score_strict"] == pytest.approx(100 * (525 - 1) / 525)
+    # step accuracies: sub-questions 3 of 4 right (S1), both two-step problems right (S2), no three-step problem
+    assert metrics["val/wemath/s1_acc"] == pytest.approx(75.0) and metrics["val/wemath/s2_acc"] == 100.0
+    assert "val/wemath/s3_acc" not in metrics
 
 
 def test_mmk12_inline_choices_and_subjects(tmp_path):
@@ -180,3 +184,30 @@ def test_short_math_grpo_fit_with_math_and_format_rewards(trained_tiny_model, tm
     trainer = cpu_trainer(max_steps=2, limit_val_batches=0)
     trainer.fit(module, dm)
     assert trainer.global_step == 2 and "train/reward/mean" in trainer.callback_metrics
+
+
+def test_paper_table6_rows_columns_and_paper_values(tmp_path):
+    from scripts.paper_table6 import main, table
+
+    def metrics(stage: str, values: dict[str, float], version: int = 0) -> None:
+        folder = tmp_path / "qwen2_5_vl_7b_math" / stage / f"version_{version}" / "predictions"
+        folder.mkdir(parents=True)
+        named = {f"val/{key}": value for key, value in values.items()}
+        (folder / "metrics.json").write_text(json.dumps({"step": 400, "metrics": named}))
+
+    six = {"mmmu/acc": 50.0, "mathvista/acc": 70.0, "mathvision/acc": 30.0, "mathverse/acc": 40.0}
+    six |= {"wemath/acc": 60.0, "mmk12/acc": 80.0, "wemath/score_strict": 35.5, "wemath/score_loose": 55.25}
+    metrics("sft_m", {key: 0.0 for key in six})  # an older run of the stage: ignored
+    metrics("sft_m", six, version=1)
+    metrics("grpo", {"mmmu/acc": 51.0, "wemath/acc": 61.0})  # four benchmarks missing: no average
+    text = table(tmp_path / "qwen2_5_vl_7b_math")
+    lines = text.splitlines()
+    head = "| method | MMMU-val | MathVista-mini | MathVision | MathVerse-mini | WeMath | MMK12-test | Avg |"
+    assert lines[0].startswith(head) and lines[0].endswith("| WeMath strict | WeMath loose | Avg (paper) |")
+    # mean of the six MC accuracies (50 + 70 + 30 + 40 + 60 + 80) / 6 = 55; paper SFT-M average 55.32
+    assert "| SFT-M (DC-SFT) | 50.00 | 70.00 | 30.00 | 40.00 | 60.00 | 80.00 | 55.00 | 35.50 | 55.25 | 55.32 |" in lines
+    assert "| GRPO | 51.00 | - | - | - | 61.00 | - | - | - | - | 55.44 |" in lines
+    assert "| SFT (all data) | - | - | - | - | - | - | - | - | - | 53.88 |" in lines  # no run: the paper's only
+    assert "| cold start (baseline) | - | - | - | - | - | - | - | - | - | - |" in lines
+    assert lines[-1] == "| paper, best of any row | 52.56 | 74.07 | 32.96 | - | 62.30 | - | - | - | - | - |"
+    assert main([str(tmp_path / "qwen2_5_vl_7b_math")]).startswith("### Table 6, ")

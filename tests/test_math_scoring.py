@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from datamodules.math_scoring import mathvision_correct, mathvision_extract, mc_infer, wemath_extract, wemath_four_dim
+from datamodules.math_scoring import (
+    mathvision_correct,
+    mathvision_extract,
+    mc_infer,
+    wemath_extract,
+    wemath_four_dim,
+    wemath_step_accuracy,
+)
 
 EXAMPLES = json.loads((Path(__file__).parent / "data" / "grounding_math_examples.json").read_text(encoding="utf-8"))
 
@@ -233,6 +240,43 @@ def test_wemath_four_dim_empty() -> None:
     result = wemath_four_dim([])
     assert result["score_strict"] == result["score_loose"] == 1.0
     assert result["rates"]["RM_strict"] is None and result["rates"]["RM_loose"] is None
+
+
+def test_wemath_step_accuracy_by_hand() -> None:
+    result = wemath_step_accuracy(_rows(MIXED))
+    # S1: sub-question cells, 6 of 12 right in p1..p6 and 8 of 15 in q1..q5
+    assert result["s1"] == pytest.approx(14 / 27)
+    assert result["s2"] == pytest.approx(3 / 6)  # multi rows of p1..p6: T T T F F F
+    assert result["s3"] == pytest.approx(3 / 5)  # multi rows of q1..q5: T T T F F
+    assert result["counts"] == {"s1": 27, "s2": 6, "s3": 5}
+
+
+def test_wemath_step_accuracy_follows_the_official_join() -> None:
+    rows = [
+        # no multi row: its sub-questions still count for S1, nothing for S2
+        {"ID": "a", "key": "2steps_1", "joker": True},
+        {"ID": "a", "key": "2steps_2", "joker": True},
+        # no `_1` row: ignored, even for S2
+        {"ID": "b", "key": "2steps_2", "joker": False},
+        {"ID": "b", "key": "2steps_multi", "joker": False},
+        # missing `_2` row: skipped (NaN), not wrong
+        {"ID": "c", "key": "2steps_1", "joker": False},
+        {"ID": "c", "key": "2steps_multi", "joker": True},
+        # two multi rows: two joined rows, so the three sub-questions count twice
+        {"ID": "d", "key": "3steps_1", "joker": True},
+        {"ID": "d", "key": "3steps_2", "joker": True},
+        {"ID": "d", "key": "3steps_3", "joker": True},
+        {"ID": "d", "key": "3steps_multi", "joker": True},
+        {"ID": "d", "key": "3steps_multi", "joker": False},
+    ]
+    result = wemath_step_accuracy(rows)
+    assert result["s1"] == pytest.approx(8 / 9)  # a: T T; c: F; d: T T T twice
+    assert result["s2"] == 1.0 and result["s3"] == 0.5
+    assert result["counts"] == {"s1": 9, "s2": 1, "s3": 2}
+
+
+def test_wemath_step_accuracy_empty() -> None:
+    assert wemath_step_accuracy([]) == {"s1": None, "s2": None, "s3": None, "counts": {"s1": 0, "s2": 0, "s3": 0}}
 
 
 # ------------------------------------------------------------------------------------- VLMEvalKit can_infer

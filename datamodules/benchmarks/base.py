@@ -89,6 +89,11 @@ class Benchmark(ABC):
         `val/<name>/<key>`; none by default."""
         return {}
 
+    def tables(self, items: list[EvalItem], results: list[dict[str, Any]]) -> dict[str, Any]:
+        """Benchmark-level tables too long for scalars (e.g. Ref-L4's accuracy per class), JSON-able, for a summary
+        file beside the predictions rather than hundreds of logged metrics; none by default."""
+        return {}
+
     def set_pixel_bounds(self, min_pixels: int, max_pixels: int) -> None:
         """The evaluation's image resize bounds, given by the callback (grounding uses them for the box frame)."""
         self.pixel_bounds = (min_pixels, max_pixels)

@@ -22,11 +22,10 @@ from typing import Any
 
 from datamodules.benchmarks.base import Benchmark, EvalItem, LazyEvalItem, ScoreResult
 from datamodules.images import ImageSource, smart_resize
-from datamodules.scoring import box_problems, continuous_iou, iou, parse_box, rescale_box
+from datamodules.scoring import REFL4_THRESHOLDS, box_problems, continuous_iou, iou, parse_box, rescale_box
 
 REC_PROMPT = "Please provide the bounding box coordinate of the region this sentence describes: {}."
 BOX_FRAMES = ("original", "resized")
-REFL4_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
 @dataclass

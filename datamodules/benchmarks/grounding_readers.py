@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 import pickle
+import random
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from datamodules.benchmarks.base import image_from_cell, read_parquet_rows
+from datamodules.benchmarks.base import EvalItem, ScoreResult, image_from_cell, read_parquet_rows
 from datamodules.benchmarks.grounding import GroundingBenchmark, GroundingRecord, rec_prompt
 from datamodules.formats import read_samples
-from datamodules.scoring import LISA_BOX_RULES, lisa_box, parse_box, xywh_to_xyxy
+from datamodules.scoring import LISA_BOX_RULES, lisa_box, parse_box, refl4_class_accuracy, xywh_to_xyxy
 
 # lmms-lab's RefCOCO val and RefCOCOg val hold 5,000 rows more than the official splits (reference §1): counts to flag
 PADDED_LMMS_SPLITS = {8811: "RefCOCO val", 7573: "RefCOCOg val"}
@@ -171,6 +172,10 @@ class RefCOCO(GroundingBenchmark):
 class RefL4(GroundingBenchmark):
     """Ref-L4 (`JierunChen/Ref-L4`): `ref-l4-{val,test}.parquet` and the extracted `images/` folder.
 
+    Besides the grounding metrics, the official class-level view (`scoring.refl4_class_accuracy`): each prediction
+    row records its `category` (`ori_category_id`); `val/<name>/class_acc` and `class_macc` are the averages over
+    classes, and `tables()` gives the per-class table (`scripts/ref_l4_classes.py` prints it from a predictions file).
+
     Args:
         root: the dataset folder.
         split: `val`, `test` or `all` (val + test, as the repo's example evaluation).
@@ -215,6 +220,26 @@ class RefL4(GroundingBenchmark):
                     )
                 )
         return records
+
+    def score(self, item: EvalItem, response: str, rng: random.Random) -> ScoreResult:
+        result = super().score(item, response, rng)
+        result.details = (result.details or {}) | {"category": item.meta.get("category")}
+        return result
+
+    def _classes(self, items: list[EvalItem], results: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The class-level view, or None when some row lacks `ori_category_id` (a parquet without that column)."""
+        categories = [item.meta.get("category") for item in items]
+        if not items or any(category is None for category in categories):
+            return None
+        return refl4_class_accuracy(categories, [result["values"]["ciou"] for result in results])
+
+    def aggregate(self, items: list[EvalItem], results: list[dict[str, Any]]) -> dict[str, float]:
+        classes = self._classes(items, results)
+        return {} if classes is None else {"class_acc": classes["mean_acc"], "class_macc": classes["mean_macc"]}
+
+    def tables(self, items: list[EvalItem], results: list[dict[str, Any]]) -> dict[str, Any]:
+        classes = self._classes(items, results)
+        return {} if classes is None else {"per_class": classes["classes"]}
 
 
 class LISA(GroundingBenchmark):

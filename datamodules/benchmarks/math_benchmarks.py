@@ -4,7 +4,8 @@ in their own modules). Official prompts, chain-of-thought budgets (4,096 new tok
 Scoring (reference `benchmarks_grounding_math.md` §4–§9):
 - MathVision: the official rule-based extraction and `is_equal` (`scoring.mathvision_correct`).
 - WeMath: the official extractor (`scoring.wemath_extract`) per row, plus the official four-dimensional strict /
-  loose scores over composite problems (`scoring.wemath_four_dim`, denominator 525 as the official script).
+  loose scores over composite problems (`scoring.wemath_four_dim`, denominator 525 as the official script) and the
+  one- / two- / three-step accuracies S1 / S2 / S3 (`scoring.wemath_step_accuracy`, as `evaluation/accuracy.py`).
 - MathVerse and MMK12: the official scorers ask a GPT judge. We score rule-based instead (an approximation, logged as
   `fallback` when the rule cannot decide): the last `\\boxed{}` (or the text after "answer is"), then VLMEvalKit's
   `can_infer` against the choices (`scoring.mc_infer`); free-form MathVerse answers with math-verify.
@@ -19,7 +20,15 @@ from typing import Any
 
 from datamodules.benchmarks.base import Benchmark, EvalItem, LazyEvalItem, ScoreResult, image_from_cell, mc_filter
 from datamodules.benchmarks.base import read_parquet_rows as _read_parquet
-from datamodules.scoring import final_answer, math_match, mathvision_correct, mc_infer, wemath_extract, wemath_four_dim
+from datamodules.scoring import (
+    final_answer,
+    math_match,
+    mathvision_correct,
+    mc_infer,
+    wemath_extract,
+    wemath_four_dim,
+    wemath_step_accuracy,
+)
 
 MATHVISION_PROMPT = (
     'Please solve the problem step by step and put your answer in one "\\boxed{{}}". If it is a multiple choice '
@@ -186,7 +195,8 @@ class MathVerse(MathBenchmark):
 
 class WeMath(MathBenchmark):
     """WeMath testmini (`We-Math/We-Math`, 1,740 rows / 525 composite problems, all multiple choice): the official
-    prompt and extractor; logs the four-dimensional strict / loose scores besides row accuracy."""
+    prompt and extractor; logs the four-dimensional strict / loose scores (`val/wemath/score_strict`, `score_loose`)
+    and the step accuracies (`val/wemath/s1_acc`, `s2_acc`, `s3_acc`) besides row accuracy."""
 
     def __init__(
         self, path: str, name: str = "wemath", image_root: str | None = None, max_new_tokens: int = 4096
@@ -216,8 +226,9 @@ class WeMath(MathBenchmark):
 
     def aggregate(self, items: list[EvalItem], results: list[dict[str, Any]]) -> dict[str, float]:
         rows = [{"ID": i.meta["ID"], "key": i.meta["key"], "joker": r["correct"]} for i, r in zip(items, results)]
-        four = wemath_four_dim(rows)
-        return {"score_strict": 100.0 * four["score_strict"], "score_loose": 100.0 * four["score_loose"]}
+        four, steps = wemath_four_dim(rows), wemath_step_accuracy(rows)
+        metrics = {"score_strict": 100.0 * four["score_strict"], "score_loose": 100.0 * four["score_loose"]}
+        return metrics | {f"{key}_acc": 100.0 * steps[key] for key in ("s1", "s2", "s3") if steps[key] is not None}
 
 
 class MMK12(MathBenchmark):
