@@ -17,7 +17,7 @@ from PIL import Image
 
 from datamodules.formats import IMAGE_MARKER, Sample
 from datamodules.images import ImageSource, image_size, load_image, num_image_tokens
-from datamodules.processor import pixel_bounds, with_pixel_bounds
+from datamodules.processor import image_factor, pixel_bounds, with_pixel_bounds
 
 IGNORE_INDEX = -100
 MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
@@ -171,6 +171,7 @@ class Encoder:
     def __init__(self, processor, min_pixels: int | None = None, max_pixels: int | None = None) -> None:
         self.processor = with_pixel_bounds(processor, min_pixels, max_pixels)
         self.min_pixels, self.max_pixels = pixel_bounds(self.processor)
+        self.factor = image_factor(self.processor)  # 28 (Qwen2.5-VL) or 32 (Qwen3-VL) pixels per merged token
         tok = self.processor.tokenizer
         self.pad_token_id = tok.pad_token_id
         self.image_token_id = tok.convert_tokens_to_ids(IMAGE_PAD)
@@ -180,7 +181,7 @@ class Encoder:
         sample's own image paths."""
         where = f"{sample.source}: " if sample.source else ""
         sources = sample.images if images is None else images
-        loaded = [load_image(src, self.min_pixels, self.max_pixels, where=where) for src in sources]
+        loaded = [load_image(src, self.min_pixels, self.max_pixels, where, self.factor) for src in sources]
         return encode_sample(self.processor, sample, loaded, generation=generation)
 
     def collate(self, items: list[dict[str, Any]], padding_side: str) -> dict[str, Any]:
@@ -194,7 +195,8 @@ class Encoder:
     def measure(self, sample: Sample, generation: bool = False) -> tuple[int, int]:
         """(total tokens, image tokens) of a sample from image headers only (no decoding)."""
         where = f"{sample.source}: " if sample.source else ""
-        counts = [num_image_tokens(*image_size(p, where), self.min_pixels, self.max_pixels) for p in sample.images]
+        bounds = (self.min_pixels, self.max_pixels, self.factor)
+        counts = [num_image_tokens(*image_size(p, where), *bounds) for p in sample.images]
         segments = render_segments(self.processor, sample.messages, generation)
         ids, _ = tokenize_segments(self.processor.tokenizer, segments, counts)
         return len(ids), sum(counts)

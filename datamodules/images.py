@@ -1,7 +1,7 @@
 """Image loading and Qwen's smart-resize rule (qwen-vl-utils 0.0.10 semantics, without torchvision).
 
 Why our own: qwen-vl-utils 0.0.14 imports torchvision at import time. The rule (qwen-vl-utils `vision_process.py`, github.com/QwenLM/Qwen2.5-VL): round each side to
-the nearest multiple of 28; if the area exceeds `max_pixels` scale down and floor, if below `min_pixels` scale up and
+the nearest multiple of 28 (Qwen3-VL: 32, `factor`); if the area exceeds `max_pixels` scale down and floor, if below `min_pixels` scale up and
 ceil; then a bicubic PIL resize. The HF image processor's own resize is then a no-op.
 """
 
@@ -49,10 +49,13 @@ def smart_resize(
     return h_bar, w_bar
 
 
-def num_image_tokens(height: int, width: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> int:
-    """LLM tokens for an image of this size after smart resize (one token per 28x28 block)."""
-    h, w = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
-    return (h // IMAGE_FACTOR) * (w // IMAGE_FACTOR)
+def num_image_tokens(
+    height: int, width: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS, factor: int = IMAGE_FACTOR
+) -> int:
+    """LLM tokens for an image of this size after smart resize (one token per factor x factor block: 28 for
+    Qwen2.5-VL, 32 for Qwen3-VL)."""
+    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    return (h // factor) * (w // factor)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -125,11 +128,15 @@ def verify_images(images: dict[str, str], progress_every: int = 2000) -> None:
 
 
 def load_image(
-    source: ImageSource, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS, where: str = ""
+    source: ImageSource,
+    min_pixels: int = MIN_PIXELS,
+    max_pixels: int = MAX_PIXELS,
+    where: str = "",
+    factor: int = IMAGE_FACTOR,
 ) -> Image.Image:
-    """Open (path or bytes), convert to RGB and smart-resize an image."""
+    """Open (path or bytes), convert to RGB and smart-resize an image to multiples of `factor`."""
     image = open_rgb(source, where)
-    h, w = smart_resize(image.height, image.width, min_pixels=min_pixels, max_pixels=max_pixels)
+    h, w = smart_resize(image.height, image.width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
     if (h, w) != (image.height, image.width):
         image = image.resize((w, h), resample=Image.BICUBIC)
     return image

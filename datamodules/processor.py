@@ -1,18 +1,28 @@
-"""Image-only Qwen2.5-VL processor, the Qwen2.5-VL chat template, and processor loading.
+"""Image-only processors for the supported model families, their chat templates, and processor loading.
 
-Why: transformers' `AutoProcessor` for Qwen2.5-VL insists on a video processor, which needs torchvision; our CPU
-stack has none (torchvision does not import beside torch 2.13+cpu). This subclass declares only the image processor
-and the tokenizer, keeps every image/text path of the parent working, and is registered for the Auto API so that
-`AutoProcessor.from_pretrained(dir)` on a folder we saved returns it (unregistered, it silently returns a bare
-tokenizer).
+Why: transformers' `AutoProcessor` for Qwen2.5-VL / Qwen3-VL insists on a video processor, which needs torchvision; our
+CPU stack has none (torchvision does not import beside torch 2.13+cpu). These subclasses declare only the image
+processor and the tokenizer, keep every image/text path of the parent working, and are registered for the Auto API so
+that `AutoProcessor.from_pretrained(dir)` on a folder we saved returns them (unregistered, it silently returns a bare
+tokenizer). Supported families (`SUPPORTED_FAMILIES`, by `model_type` in config.json): Qwen2-VL and Qwen2.5-VL
+(14-pixel patches, 28-pixel merged tokens) and Qwen3-VL (16-pixel patches, 32-pixel merged tokens).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
-from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLProcessor
+from transformers import (
+    AutoImageProcessor,
+    AutoProcessor,
+    AutoTokenizer,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLProcessor,
+    Qwen3VLConfig,
+    Qwen3VLProcessor,
+)
 from transformers.processing_utils import ProcessorMixin
 
 # The chat template shipped with Qwen2.5-VL-*-Instruct (default system prompt when none is given).
@@ -31,6 +41,26 @@ QWEN2_5_VL_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# The chat template of Qwen3-VL-*-Instruct without tools (our data has none): unlike Qwen2.5-VL it adds no default
+# system prompt. Used only when a checkpoint folder ships no template (our tiny test checkpoints).
+QWEN3_VL_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}<|im_start|>system\n{% if messages[0]['content'] is string %}"
+    "{{ messages[0]['content'] }}{% else %}{% for content in messages[0]['content'] %}{% if 'text' in content %}"
+    "{{ content['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endif %}"
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if message['role'] == 'user' or message['role'] == 'assistant' %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if message['role'] == 'user' and (content['type'] == 'image' or 'image' in content or 'image_url' in content) %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
+    "{% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif message['role'] == 'user' and (content['type'] == 'video' or 'video' in content) %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: "
+    "{% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 IMAGE_TOKEN = "<|image_pad|>"
 VIDEO_TOKEN = "<|video_pad|>"
 # Tokens a sampler must never emit: a later forward over such a sequence would expect image features.
@@ -43,24 +73,74 @@ VISION_SPECIAL_TOKENS = (
 )
 
 
+def _init_image_only(processor, image_processor, tokenizer, chat_template) -> None:
+    """Set the special-token attributes the parents' `__init__` would set, then the image-only mixin init."""
+    token = getattr(tokenizer, "image_token", None) or IMAGE_TOKEN
+    video = getattr(tokenizer, "video_token", None) or VIDEO_TOKEN
+    processor.image_token, processor.video_token = token, video
+    processor.image_token_id = getattr(tokenizer, "image_token_id", None) or tokenizer.convert_tokens_to_ids(token)
+    processor.video_token_id = getattr(tokenizer, "video_token_id", None) or tokenizer.convert_tokens_to_ids(video)
+    processor.vision_start_token, processor.vision_end_token = "<|vision_start|>", "<|vision_end|>"
+    processor.vision_start_token_id = tokenizer.convert_tokens_to_ids("<|vision_start|>")
+    processor.vision_end_token_id = tokenizer.convert_tokens_to_ids("<|vision_end|>")
+    ProcessorMixin.__init__(processor, image_processor, tokenizer, chat_template=chat_template)
+
+
 class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
-    """Qwen2.5-VL processor without a video processor (works without torchvision)."""
+    """Qwen2.5-VL (and Qwen2-VL) processor without a video processor (works without torchvision)."""
 
     attributes = ["image_processor", "tokenizer"]  # read by transformers 4.x
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):  # signature read by v5
-        self.image_token = getattr(tokenizer, "image_token", None) or IMAGE_TOKEN
-        self.video_token = getattr(tokenizer, "video_token", None) or VIDEO_TOKEN
-        self.image_token_id = getattr(tokenizer, "image_token_id", None) or tokenizer.convert_tokens_to_ids(
-            self.image_token
-        )
-        self.video_token_id = getattr(tokenizer, "video_token_id", None) or tokenizer.convert_tokens_to_ids(
-            self.video_token
-        )
-        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+        _init_image_only(self, image_processor, tokenizer, chat_template)
+
+
+class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
+    """Qwen3-VL processor without a video processor (works without torchvision)."""
+
+    attributes = ["image_processor", "tokenizer"]
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        _init_image_only(self, image_processor, tokenizer, chat_template)
 
 
 AutoProcessor.register(Qwen2_5_VLConfig, Qwen2_5_VLImageOnlyProcessor, exist_ok=True)
+AutoProcessor.register(Qwen3VLConfig, Qwen3VLImageOnlyProcessor, exist_ok=True)
+
+# model_type in config.json -> (image-only processor class, chat template used when the folder ships none).
+FAMILIES = {
+    "qwen2_vl": (Qwen2_5_VLImageOnlyProcessor, QWEN2_5_VL_CHAT_TEMPLATE),
+    "qwen2_5_vl": (Qwen2_5_VLImageOnlyProcessor, QWEN2_5_VL_CHAT_TEMPLATE),
+    "qwen3_vl": (Qwen3VLImageOnlyProcessor, QWEN3_VL_CHAT_TEMPLATE),
+}
+SUPPORTED_FAMILIES = tuple(FAMILIES)
+
+
+def model_family(path: str | Path) -> str:
+    """The `model_type` of a checkpoint (folder or cached hub id), checked to be one we support, with an error that
+    names the supported families otherwise (an unsupported model would fail later with a shape error, or worse, train
+    with wrong image positions)."""
+    folder = Path(str(path)).expanduser()
+    if folder.is_dir():
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    else:
+        from transformers import AutoConfig
+
+        model_type = AutoConfig.from_pretrained(str(path)).model_type
+    if model_type not in FAMILIES:
+        raise ValueError(
+            f"{path}: model_type {model_type!r} is not supported; supported families: "
+            f"{', '.join(SUPPORTED_FAMILIES)} (Qwen2-VL, Qwen2.5-VL, Qwen3-VL dense checkpoints)"
+        )
+    return model_type
+
+
+def image_factor(processor) -> int:
+    """Pixels per side of one merged image token: patch size x spatial merge (Qwen2.5-VL 28, Qwen3-VL 32); images are
+    resized to multiples of it."""
+    image_processor = processor.image_processor
+    return int(image_processor.patch_size) * int(image_processor.merge_size)
+
 
 PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
@@ -123,12 +203,11 @@ def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: 
             raise FileNotFoundError(
                 f"{folder}: no image processor config (preprocessor_config.json). Copy it from the base model folder."
             )
+    processor_class, default_template = FAMILIES[model_family(path)]
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     image_processor = AutoImageProcessor.from_pretrained(str(path))
-    template = tokenizer.chat_template or QWEN2_5_VL_CHAT_TEMPLATE
-    processor = Qwen2_5_VLImageOnlyProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=template
-    )
+    template = tokenizer.chat_template or default_template
+    processor = processor_class(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
     return with_pixel_bounds(processor, min_pixels, max_pixels)
 
 
@@ -144,7 +223,7 @@ def with_pixel_bounds(processor, min_pixels: int | None = None, max_pixels: int 
     image_processor = copy.copy(processor.image_processor)
     image_processor.size = {**dict(image_processor.size or {}), "shortest_edge": low, "longest_edge": high}
     image_processor.min_pixels, image_processor.max_pixels = low, high
-    return Qwen2_5_VLImageOnlyProcessor(
+    return type(processor)(
         image_processor=image_processor, tokenizer=processor.tokenizer, chat_template=processor.chat_template
     )
 

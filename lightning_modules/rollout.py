@@ -38,22 +38,25 @@ def build_sequences(batch: dict[str, Any], completions: list[list[list[int]]], p
     }
 
 
-def _image_embeddings(inner, batch: dict[str, Any], group: int, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image features of the B prompts, repeated G times item-major, and the matching grid_thw rows."""
+def _image_embeddings(inner, batch: dict[str, Any], group: int, with_grad: bool):
+    """Image features of the B prompts, repeated G times item-major, the matching grid_thw rows, and for Qwen3-VL the
+    DeepStack features (one [tokens, H] tensor per fed decoder layer, repeated the same way; None for Qwen2.5-VL)."""
     grid = batch["image_grid_thw"]
     with torch.set_grad_enabled(with_grad):
         out = inner.get_image_features(batch["pixel_values"], grid)
     per_image = list(out.pooler_output if hasattr(out, "pooler_output") else out)
+    deepstack = getattr(out, "deepstack_features", None)  # Qwen3-VL: per layer, a tuple of per-image tensors
     vision_start = inner.config.vision_start_token_id
     counts = (batch["input_ids"] == vision_start).sum(1).tolist()  # images per prompt
-    feats, grids, start = [], [], 0
+    order, grids, start = [], [], 0  # image index of each repeated feature block
     for n in counts:
-        item_feats, item_grid = per_image[start : start + n], grid[start : start + n]
         for _ in range(group):
-            feats.extend(item_feats)
-            grids.append(item_grid)
+            order.extend(range(start, start + n))
+            grids.append(grid[start : start + n])
         start += n
-    return torch.cat(feats), torch.cat(grids)
+    feats = torch.cat([per_image[i] for i in order])
+    layers = None if deepstack is None else [torch.cat([layer[i] for i in order]) for layer in deepstack]
+    return feats, torch.cat(grids), layers
 
 
 def sequence_logprobs(
@@ -81,18 +84,22 @@ def sequence_logprobs(
     ids, mask, group = seqs["input_ids"], seqs["attention_mask"], seqs["group"]
     image_id = hf.config.image_token_id
     mm = (ids == image_id).long()
+    extra: dict[str, Any] = {}
     with torch.set_grad_enabled(with_grad):
         embeds = inner.get_input_embeddings()(ids)  # [N, L, H]
         grid = None
         if batch.get("pixel_values") is not None:
             vision_grad = with_grad and any(p.requires_grad for p in inner.visual.parameters())
-            feats, grid = _image_embeddings(inner, batch, group, vision_grad)
+            feats, grid, deepstack = _image_embeddings(inner, batch, group, vision_grad)
             embeds = embeds.masked_scatter((ids == image_id).unsqueeze(-1).expand_as(embeds), feats.to(embeds.dtype))
             positions, _ = inner.get_rope_index(ids, mm_token_type_ids=mm, image_grid_thw=grid, attention_mask=mask)
+            if deepstack is not None:  # Qwen3-VL adds vision features of inner ViT layers into its first LM layers
+                extra["visual_pos_masks"] = ids == image_id
+                extra["deepstack_visual_embeds"] = [layer.to(embeds.dtype) for layer in deepstack]
         else:
             positions = (mask.cumsum(-1) - 1).clamp(min=0).unsqueeze(0).expand(3, -1, -1)
         hidden = inner.language_model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False, **extra
         ).last_hidden_state  # [N, L, H]
         start = seqs["prompt_len"] - 1
         targets = ids[:, seqs["prompt_len"] :]  # [N, C]

@@ -126,7 +126,7 @@ def sample(
     """k completions for each left-padded prompt in `batch` (ids of new tokens, the stop token included if emitted).
 
     Args:
-        model: a Qwen2(.5)-VL model, optionally PEFT-wrapped.
+        model: a Qwen2-VL / Qwen2.5-VL / Qwen3-VL model, optionally PEFT-wrapped.
         batch: `input_ids`, `attention_mask` [B, T] (left padded), optional `pixel_values`, `image_grid_thw`,
             `mm_token_type_ids`.
         cfg: k, max_new_tokens and the sampling settings (do_sample False = greedy).
@@ -144,14 +144,9 @@ def sample(
     input_ids, mask = batch["input_ids"], batch["attention_mask"]  # [B, T]
     bsz, k = input_ids.shape[0], cfg.k
     mm = batch.get("mm_token_type_ids")
-    if batch.get("image_grid_thw") is not None:
-        if mm is None:
-            mm = (input_ids == hf.config.image_token_id).long()
-        positions, _ = inner.get_rope_index(
-            input_ids, mm_token_type_ids=mm, image_grid_thw=batch["image_grid_thw"], attention_mask=mask
-        )  # [3, B, T]
-    else:
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0).unsqueeze(0).expand(3, -1, -1)  # [3, B, T]
+    if batch.get("image_grid_thw") is not None and mm is None:
+        mm = (input_ids == hf.config.image_token_id).long()
+    positions, next_pos = prompt_positions(hf, batch, mm)  # [3, B, T], [B]
     cache_key = _cache_kwarg(inner)
     prefill = {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions, "use_cache": True}
     for key in ("pixel_values", "image_grid_thw"):
@@ -162,7 +157,6 @@ def sample(
     out = inner(**prefill)
     cache = _cache_of(out)
     last_hidden = out.last_hidden_state[:, -1]  # [B, H]
-    next_pos = positions.masked_fill(mask.unsqueeze(0) == 0, -1).amax(dim=(0, 2)) + 1  # [B]
 
     # Expand item-major to B*k rows (never tile).
     cache.batch_repeat_interleave(k)
@@ -220,6 +214,24 @@ def sample(
     tokens_host = buffer.tolist()  # [B*k, max_new_tokens] ids, once at the end
     results = [tokens_host[row][: lengths[row]] for row in range(bsz * k)]
     return [results[b * k : (b + 1) * k] for b in range(bsz)]
+
+
+def prompt_positions(hf, batch: dict[str, torch.Tensor], mm: torch.Tensor | None = None):
+    """M-RoPE positions of a left-padded prompt batch, [3, B, T], from the model's own `get_rope_index` (Qwen2.5-VL:
+    image tokens share t and count h/w; Qwen3-VL: the same per-image grid, interleaved by the rotary embedding), and
+    each row's first decode position, [B]: one past its largest prompt position (after an image the text resumes at
+    the image's start + its largest grid side, not at the token count). Every generated token is the previous position
+    + 1 on all three axes, which is what `get_rope_index` gives over the whole sequence (checked by a test)."""
+    input_ids, mask = batch["input_ids"], batch["attention_mask"]
+    if batch.get("image_grid_thw") is not None:
+        mm = (input_ids == hf.config.image_token_id).long() if mm is None else mm
+        positions, _ = hf.model.get_rope_index(
+            input_ids, mm_token_type_ids=mm, image_grid_thw=batch["image_grid_thw"], attention_mask=mask
+        )
+    else:
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0).unsqueeze(0).expand(3, -1, -1)
+    next_pos = positions.masked_fill(mask.unsqueeze(0) == 0, -1).amax(dim=(0, 2)) + 1
+    return positions, next_pos
 
 
 def repetition_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: float) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """The one model builder: checkpoint folder -> (model, processor) with dtype, attention, freezing, LoRA or QLoRA.
 
-Only this file knows about peft and bitsandbytes; LightningModules receive the built model. Any Qwen2.5-VL / Qwen2-VL
-checkpoint folder (or hub id where a hub is reachable) loads through `AutoModelForImageTextToText`.
+Only this file knows about peft and bitsandbytes; LightningModules receive the built model. Any Qwen2-VL, Qwen2.5-VL or
+Qwen3-VL checkpoint folder (or hub id where a hub is reachable) loads through `AutoModelForImageTextToText`; another
+model family is refused with the list of supported ones (`datamodules.processor.SUPPORTED_FAMILIES`).
 
     python -c "from lightning_modules.vlm import VLMOptions, build_vlm; build_vlm('ckpt_dir', VLMOptions())"
 """
@@ -17,12 +18,19 @@ import torch
 from torch import nn
 
 from datamodules.errors import checked
-from datamodules.processor import check_checkpoint, load_processor
+from datamodules.processor import check_checkpoint, load_processor, model_family
 
 # LoRA targets. "language": every linear of the language model (not lm_head, not the vision tower).
 LANGUAGE_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-# "all": also the vision blocks and the merger (ms-swift all-linear with an unfrozen ViT, as the official scripts).
-VISION_LINEARS = r".*visual\.(blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.\w+_proj)|merger\.mlp\.\d+)"
+# "all": also the vision blocks and the mergers (ms-swift all-linear with an unfrozen ViT, as the official scripts).
+# Qwen2.5-VL: mlp.{gate,up,down}_proj and merger.mlp.N; Qwen2-VL: mlp.fc1/fc2; Qwen3-VL: mlp.linear_fc1/2, the merger's
+# linear_fc1/2 and the DeepStack mergers (deepstack_merger_list.N), which feed vision features into early LM layers.
+VISION_LINEARS = (
+    r".*visual\.(blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.(\w+_proj|fc\d|linear_fc\d))|merger\.(mlp\.\d+|linear_fc\d)"
+    r"|deepstack_merger_list\.\d+\.linear_fc\d)"
+)
+# Names under `visual.` that belong to the vision-language merger(s) rather than the ViT (freeze_merger).
+MERGER_PREFIXES = ("merger.", "deepstack_merger_list.")
 TARGET_PRESETS = {"language": LANGUAGE_LINEARS, "all": f"({LANGUAGE_LINEARS})|({VISION_LINEARS})"}
 # transformers 5.x matches skip entries as prefixes/anchored regexes, not substrings: "visual" alone would quantize
 # the vision tower silently (prefix matching in transformers 5's bitsandbytes quantizer).
@@ -161,7 +169,7 @@ def _freeze(model: nn.Module, opts: VLMOptions) -> None:
     if visual is None:
         return
     for name, param in visual.named_parameters():
-        is_merger = name.startswith("merger.")
+        is_merger = name.startswith(MERGER_PREFIXES)
         if (opts.freeze_merger and is_merger) or (opts.freeze_vision and not is_merger):
             param.requires_grad_(False)
 
@@ -173,7 +181,8 @@ def build_vlm(
     max_pixels: int | None = None,
     device_map=None,
 ):
-    """Load a Qwen2(.5)-VL checkpoint and its image-only processor, then apply freezing / LoRA / QLoRA.
+    """Load a Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint and its image-only processor, then apply freezing / LoRA /
+    QLoRA.
 
     Returns (model, processor); the model is in train mode with only the intended parameters trainable.
     """
@@ -182,6 +191,7 @@ def build_vlm(
     opts = opts or VLMOptions()
     check_options(opts)
     model_path = check_checkpoint(model_path)
+    model_family(model_path)  # refuse an unsupported family before loading weights
     if opts.adapter_path and not (Path(opts.adapter_path) / "adapter_config.json").exists():
         raise FileNotFoundError(f"adapter_path {opts.adapter_path}: no adapter_config.json (a PEFT adapter folder)")
     processor = load_processor(model_path, min_pixels, max_pixels)

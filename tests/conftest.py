@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random Qwen2.5-VL checkpoints (built once per session) and tiny official-format data.
+"""Shared fixtures: tiny random Qwen2.5-VL / Qwen3-VL checkpoints (built once per session) and tiny official-format data.
 
 Utilities live in `tests/helpers.py`; data writers and model builders in `assets/` (shared with the benchmarks).
 """
@@ -32,6 +32,16 @@ def tiny_qwen_model(tmp_path_factory) -> str:
     from assets.tiny import build_tiny_vlm
 
     return str(build_tiny_vlm(tmp_path_factory.mktemp("tiny_qwen") / "model", tokenizer="qwen", hidden=32))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_model(tmp_path_factory) -> str:
+    """Tiny random Qwen3-VL (DeepStack, interleaved M-RoPE, 32-pixel tokens) with the BPE tokenizer; init std 0.5 so
+    its greedy answers vary with the input."""
+    from assets.tiny import build_tiny_vlm
+
+    folder = tmp_path_factory.mktemp("tiny_qwen3") / "model"
+    return str(build_tiny_vlm(folder, tokenizer="bpe", family="qwen3_vl", init_std=0.5))
 
 
 @pytest.fixture()
