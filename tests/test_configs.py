@@ -123,6 +123,15 @@ def test_paper_stages_compose_as_documented(tmp_path):
     assert grpo.trainer.gradient_clip_val is None and grpo.model.grpo.max_grad_norm == 1.0
 
 
+def test_qwen3_vl_runs_compose_the_imagenet_pipeline(tmp_path):
+    cold = compose("paper/qwen3_vl_4b/cold_start", tmp_path=tmp_path)
+    assert cold.model.hparams.model_path == "Qwen/Qwen3-VL-4B-Instruct"
+    sft = compose("paper/qwen3_vl_8b/sft_em_qlora", tmp_path=tmp_path)
+    assert sft.model.hparams.model_path == "runs/paper/qwen3_vl_8b/cold_start/model"
+    assert sft.model.vlm.qlora.quant_type == "nf4" and sft.datamodule.hparams.max_pixels == 802816
+    assert sft.datamodule.hparams.difficulty_file == "runs/paper/qwen3_vl_8b/difficulty/difficulty.jsonl"
+
+
 def test_readme_commands_are_runs():
     """Every `scripts/runs.py <name>` in the README names a run that exists."""
     names = re.findall(r"scripts/runs\.py (?:--print )?([\w/]+)", Path("README.md").read_text(encoding="utf-8"))
