@@ -11,8 +11,9 @@ Edges handled here and nowhere else:
   any class is instantiated, so the library never sees them (`assets/`).
 - Links: `model.init_args.model_path` -> `data.model_path` (the checkpoint is named once) and
   `difficulty.init_args.output` -> `data.predict_done_file` (a rerun skips finished rows).
-- Callback slots `checkpoint`, `eval` and `difficulty`: each a fragment can set or override key by key
-  (`--eval.init_args.limit 100`), unlike the `trainer.callbacks` list, which a later file replaces whole.
+- Callback slots `checkpoint`, `eval`, `difficulty`, `global_batch`, `progress` and `refresh`: each a fragment can
+  set or override key by key (`--eval.init_args.limit 100`), unlike the `trainer.callbacks` list, which a later
+  file replaces whole.
 
 `python train.py fit --help` lists every option; `--print_config` shows the composed config.
 """
@@ -39,6 +40,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa:
 from omegaconf import OmegaConf  # noqa: E402
 
 from callbacks.checkpoint import AdapterCheckpoint, newest_checkpoint  # noqa: E402
+from callbacks.difficulty_refresh import DifficultyRefresh  # noqa: E402
 from callbacks.difficulty_writer import DifficultyWriter  # noqa: E402
 from callbacks.generative_eval import GenerativeEval  # noqa: E402
 from callbacks.global_batch import GlobalBatchSize  # noqa: E402
@@ -126,6 +128,7 @@ class DCSFTCLI(LightningCLI):
         )
         parser.add_lightning_class_args(GlobalBatchSize, "global_batch", subclass_mode=True, required=False)
         parser.add_lightning_class_args(ProgressLog, "progress", subclass_mode=True, required=False)
+        parser.add_lightning_class_args(DifficultyRefresh, "refresh", subclass_mode=True, required=False)
         parser.link_arguments("model.init_args.model_path", "data.model_path")
         parser.link_arguments("difficulty.init_args.output", "data.predict_done_file")
 

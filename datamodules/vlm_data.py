@@ -28,6 +28,7 @@ from datamodules.errors import checked
 from datamodules.files import atomic_write_json
 from datamodules.formats import Sample, read_samples
 from datamodules.images import verify_images
+from datamodules.live_selection import LiveSampler, LiveSelection
 from datamodules.noise import LabelNoise, noisy_answers, with_answers
 from datamodules.processor import load_processor
 from datamodules.sampler import ResumableSampler, shard
@@ -136,7 +137,10 @@ class VLMDataModule(L.LightningDataModule):
         self.val_samples: list[Sample] = []
         self.predict_samples: list[Sample] = []
         self.tiers: dict[str, str] = {}
-        self._sampler: ResumableSampler | None = None
+        self._train_file_samples: list[Sample] = []  # every training-file row, before the selection
+        self.pool_samples: list[Sample] = []  # the same, length-checked: the dataset of a live selection
+        self.live: LiveSelection | None = None
+        self._sampler: ResumableSampler | LiveSampler | None = None
         self._resume: dict[str, int] = {}
         self.report: dict[str, Any] = {}
 
@@ -239,7 +243,8 @@ class VLMDataModule(L.LightningDataModule):
         if stage in ("fit", None) and not self.train_samples:
             if hp.train_file is None:
                 raise ValueError("data.train_file is required for fit")
-            samples = self.select(self._read(hp.train_file), hp.train_file)
+            self._train_file_samples = self._read(hp.train_file)
+            samples = self.select(self._train_file_samples, hp.train_file)
             self.train_samples = self.check_lengths(samples, generation=hp.prompt_only)
             if hp.prompt_only:
                 require_solutions(self.train_samples, "GRPO's rewards score every answer against it")
@@ -256,6 +261,24 @@ class VLMDataModule(L.LightningDataModule):
             self._verify(self.predict_samples)
         if self.report and self.trainer is not None and self.trainer.log_dir:
             atomic_write_json(Path(self.trainer.log_dir) / "data_report.json", self.report)
+
+    def live_selection(self) -> LiveSelection:
+        """Serve training batches from the whole training file through a selection that may change during the fit
+        (`datamodules/live_selection.py`); it starts as the configured selection, so the order is a static run's until
+        it changes. Called by the DifficultyRefresh callback after `setup("fit")`, before any dataloader exists. Every
+        row is then length-checked and its images verified, since any may be selected later."""
+        if self.live is None:
+            if not self.train_samples:
+                raise RuntimeError("live_selection() needs setup('fit') first")
+            chosen = {s.id for s in self.train_samples}
+            self.pool_samples = self.check_lengths(self._train_file_samples, generation=self.hparams.prompt_only)
+            self._verify([s for s in self.pool_samples if s.id not in chosen])
+            position = {s.id: i for i, s in enumerate(self.pool_samples)}
+            selected = [position[s.id] for s in self.train_samples]
+            self.live = LiveSelection(
+                [s.id for s in self.pool_samples], selected, self.hparams.seed, self.hparams.shuffle
+            )
+        return self.live
 
     def _read(self, path: str) -> list[Sample]:
         """A training / predict file, with the configured label noise applied (same items, same answers, any file)."""
@@ -291,14 +314,18 @@ class VLMDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        self._sampler = ResumableSampler(len(self.train_samples), self.hparams.seed, self.hparams.shuffle, rank, world)
+        samples = self.train_samples
+        if self.live is not None:
+            samples, self._sampler = self.pool_samples, LiveSampler(self.live, rank, world)
+        else:
+            self._sampler = ResumableSampler(len(samples), self.hparams.seed, self.hparams.shuffle, rank, world)
         if self._resume:
             self._sampler.set_epoch(self._resume["epoch"])
             self._sampler.start = self._resume["batches"] * self.hparams.batch_size
             self._resume = {}
         prompt_only = self.hparams.prompt_only
         return DataLoader(
-            self._dataset(self.train_samples, generation=prompt_only),
+            self._dataset(samples, generation=prompt_only),
             batch_size=self.hparams.batch_size,
             sampler=self._sampler,
             collate_fn=self._collate("left" if prompt_only else "right"),
@@ -321,9 +348,13 @@ class VLMDataModule(L.LightningDataModule):
         todo = [s for s in self.predict_samples if s.id not in done]
         if self.trainer is not None and self.trainer.world_size > 1:  # contiguous shard per rank, no padding
             todo = [todo[i] for i in shard(len(todo), self.trainer.global_rank, self.trainer.world_size)]
+        return self.prompt_dataloader(todo)
+
+    def prompt_dataloader(self, samples: list[Sample], batch_size: int | None = None) -> DataLoader:
+        """Left-padded prompts without answers, in order (difficulty estimation and its refreshes during SFT)."""
         return DataLoader(
-            self._dataset(todo, generation=True),
-            batch_size=self.hparams.eval_batch_size,
+            self._dataset(samples, generation=True),
+            batch_size=batch_size or self.hparams.eval_batch_size,
             collate_fn=self._collate("left"),
             num_workers=self.hparams.num_workers,
         )

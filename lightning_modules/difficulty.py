@@ -11,6 +11,7 @@ batching, DDP rank or resume point. Rows go to `callbacks.difficulty_writer.Diff
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -22,6 +23,22 @@ from datamodules.errors import checked
 from datamodules.scoring import get_scorer
 from lightning_modules.sampling import SamplingConfig, item_generator, sample_answers
 from lightning_modules.vlm import VLMOptions, build_vlm, vlm_problems
+
+
+def count_correct(
+    model, processor, batch: dict[str, Any], sampling: SamplingConfig, score: Callable[[str, str], bool], seed: int
+) -> tuple[list[int], list[list[str]]]:
+    """k sampled answers per prompt of a left-padded batch (each item's RNG seeded from (seed, item id)) and how many
+    of them `score` accepts: the one measurement behind difficulty estimation and its refreshes during SFT
+    (`callbacks/difficulty_refresh.py`), so both give comparable pass rates."""
+    device = batch["input_ids"].device
+    generators = [item_generator(seed, item_id, device) for item_id in batch["ids"]]
+    with torch.no_grad():
+        _, texts = sample_answers(model, processor, model_inputs(batch), sampling, generators)
+    correct = [
+        sum(bool(score(answer, solution)) for answer in answers) for answers, solution in zip(texts, batch["solutions"])
+    ]
+    return correct, texts
 
 
 class DifficultyEstimator(L.LightningModule):
@@ -65,14 +82,12 @@ class DifficultyEstimator(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         if not batch["ids"]:
             return []
-        inputs = model_inputs(batch)
-        generators = [item_generator(self.sampling.seed, item_id, self.device) for item_id in batch["ids"]]
-        with torch.no_grad():
-            _, texts = sample_answers(self.model, self.processor, inputs, self.sampling, generators)
+        counts, texts = count_correct(self.model, self.processor, batch, self.sampling, self.score, self.sampling.seed)
         rows = []
         image_files = batch.get("image_files") or [None] * len(batch["ids"])
-        for item_id, solution, files, answers in zip(batch["ids"], batch["solutions"], image_files, texts):
-            correct = sum(bool(self.score(answer, solution)) for answer in answers)
+        for item_id, solution, files, answers, correct in zip(
+            batch["ids"], batch["solutions"], image_files, texts, counts
+        ):
             row = {
                 "id": item_id,
                 "correct": correct,

@@ -188,3 +188,15 @@ def test_sft_grpo_and_difficulty_run_on_qwen3_vl(tiny_qwen3_model, tmp_path):
     assert len(rows) == 4 and all(r.k == 4 for r in rows.values())
     stops = stop_token_ids(load_processor(tiny_qwen3_model), unwrap(estimator.model))
     assert stops  # <|im_end|> and <|endoftext|> exist in the Qwen3-VL tokenizer as in Qwen2.5-VL
+
+
+def test_qlora_keeps_vision_tower_mergers_and_lm_head_unquantised(tiny_qwen3_model):
+    bnb = pytest.importorskip("bitsandbytes")
+    from lightning_modules.vlm import QuantOptions
+
+    vlm = VLMOptions(dtype="float32", lora=LoraOptions(r=4, dropout=0.0), qlora=QuantOptions(compute_dtype="float32"))
+    model, _ = build_vlm(tiny_qwen3_model, vlm)
+    modules = dict(unwrap(model).named_modules())
+    quantised = [n for n, m in modules.items() if isinstance(m, bnb.nn.Linear4bit)]
+    assert any("language_model.layers.0.mlp.down_proj" in n for n in quantised)
+    assert not any("visual" in n or "lm_head" in n for n in quantised)  # tower, merger, DeepStack mergers, lm_head
