@@ -102,9 +102,15 @@ class Settings:
 
 
 class StubTrainer:
-    """The Trainer attributes GRPOModule reads outside the methods replaced in `drive_without_trainer`."""
+    """The Trainer attributes GRPOModule reads outside the methods replaced in `drive_without_trainer`: the schedule
+    length, step counter, rank and world size, Lightning's one-device strategy (its `all_gather`, which the step's group
+    counts go through, returns its input) and the train dataloader that group filtering refills from."""
 
-    def __init__(self, total_steps: int) -> None:
+    def __init__(self, total_steps: int, train_dataloader: Any = None) -> None:
+        from lightning.pytorch.strategies import SingleDeviceStrategy
+
+        self.strategy = SingleDeviceStrategy("cpu")
+        self.train_dataloader = train_dataloader
         self.estimated_stepping_batches = total_steps
         self.global_step = 0
         self.global_rank = 0
