@@ -174,6 +174,24 @@ def _freeze(model: nn.Module, opts: VLMOptions) -> None:
             param.requires_grad_(False)
 
 
+def _checkpoint(model: nn.Module, hooks_only: bool = False) -> None:
+    """Non-reentrant gradient checkpointing, without the input-embedding hooks transformers and peft add with it.
+
+    The hooks (`enable_input_require_grads`) make embedding outputs require grad, a fix for reentrant checkpointing
+    only (peft skips it for non-reentrant in `prepare_model_for_kbit_training`). transformers 5 hooks every embedding
+    it finds, the vision tower's patch embedding included, so a frozen tower would build a graph and run its backward
+    pass for nothing (time and activation memory); adapters and trainable layers get their gradients without them.
+    """
+    if not hooks_only:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    for module in model.modules():  # transformers keeps only the last call's hook handles: remove them all by name
+        for key, hook in list(module._forward_hooks.items()):
+            if getattr(hook, "__name__", "") == "make_inputs_require_grads":
+                del module._forward_hooks[key]
+    if hasattr(model, "_require_grads_hooks"):
+        model._require_grads_hooks = []
+
+
 def build_vlm(
     model_path: str,
     opts: VLMOptions | None = None,
@@ -211,7 +229,7 @@ def build_vlm(
     if opts.lora is None:
         _freeze(model, opts)
         if opts.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _checkpoint(model)
         model.train()
         return model, processor
 
@@ -223,9 +241,10 @@ def build_vlm(
             use_gradient_checkpointing=opts.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
+        if opts.gradient_checkpointing:
+            _checkpoint(model, hooks_only=True)
     elif opts.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        _checkpoint(model)
     if opts.adapter_path:
         model = PeftModel.from_pretrained(model, opts.adapter_path, is_trainable=True)
     else:
@@ -238,6 +257,8 @@ def build_vlm(
             modules_to_save=opts.lora.modules_to_save,
         )
         model = get_peft_model(model, config)
+    if opts.gradient_checkpointing:
+        _checkpoint(unwrap(model), hooks_only=True)  # peft hooks the embeddings again
     model.train()
     return model, processor
 

@@ -125,3 +125,15 @@ def test_qlora_quantizes_language_model_only_and_trains(tiny_model, color_data, 
     with torch.no_grad():
         after, _ = supervised_loss(module.model, batch)
     assert after < before
+
+
+def test_checkpointed_lora_trains_adapters_without_a_graph_through_the_frozen_vision_tower(tiny_model, color_data):
+    vlm = VLMOptions(dtype="float32", gradient_checkpointing=True, lora=LoraOptions(r=4, dropout=0.0))
+    model, _ = build_vlm(tiny_model, vlm)
+    seen = []
+    unwrap(model).model.visual.patch_embed.register_forward_hook(lambda m, i, out: seen.append(out.requires_grad))
+    loss, _ = supervised_loss(model, _batch(VLMDataModule(tiny_model, train_file=str(color_data), batch_size=4)))
+    loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)  # every adapter gets a gradient
+    assert seen == [False]  # the frozen tower runs without autograd
