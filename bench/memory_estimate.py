@@ -28,9 +28,9 @@ allocator's cached blocks come on top). Rules, per component:
   and the up projection), plus each LoRA adapter's dropped-out input (6h + I, and 1-byte dropout masks), plus the
   linear inputs (2h + I) when the base weights train. Gradient checkpointing (one checkpoint per decoder layer, as
   `gradient_checkpointing_enable`) keeps one h-vector per layer and token and rebuilds one layer at a time: T (L h + one
-  layer). The vision tower follows the same rule per patch (merge^2 patches per image token) when it has a graph:
-  when it trains, and for Qwen2.5-VL also when frozen under gradient checkpointing, because transformers'
-  `enable_input_require_grads` hooks its patch embedding (so the backward pass runs through the frozen tower).
+  layer). The vision tower follows the same rule per patch (merge^2 patches per image token) when it has a graph,
+  i.e. when it trains (a frozen tower has none: `build_vlm` removes the input-embedding hooks transformers and peft
+  add with checkpointing, which would otherwise reach Qwen2.5-VL's patch embedding).
   Elements are 2 bytes, 4 under QLoRA without the bf16 cast (the fp32 upcast makes the residual stream fp32).
 - logits: fp32 vocabulary rows. SFT: the supervised positions only (x2 for the loss's gradient). GRPO: every
   completion token's row is kept by logsumexp's backward (`rollout.sequence_logprobs` computes them in chunks of 256,
@@ -148,8 +148,7 @@ def estimate(arch: Mapping[str, Any], o: Options) -> dict[str, float]:
         kept = layers * h * b + per_layer if o.gradient_checkpointing else layers * per_layer
         activations = tokens * (kept + 2 * h * b)  # + embedding output and final norm output
         vision_trains = vision_lora or (full and not o.freeze_vision)
-        hooked = o.mode == "sft" and a["vision_hooked"] and o.gradient_checkpointing and lora
-        if vision_trains or hooked:
+        if vision_trains:
             depth = a["vision_layers"]
             per_block = layer_bytes(vit_dims, o.lora_dropout, vision_lora, full and not o.freeze_vision, b)
             kept = depth * hv * b + per_block if o.gradient_checkpointing else depth * per_block
@@ -224,7 +223,6 @@ def arch_numbers(model) -> dict[str, Any]:
         "vision_intermediate": vision.intermediate_size,
         "vision_mlp_tensors": 2 if qwen3 else 3,  # Qwen3-VL's ViT: fc1 -> GELU -> fc2; Qwen2.5-VL's: SwiGLU
         "vision_lora_inputs": 3 if qwen3 else 4,  # qkv, proj, fc1 / qkv, proj, gate, up
-        "vision_hooked": not qwen3,  # enable_input_require_grads reaches Qwen2.5-VL's patch embedding
         "image_patches_per_token": vision.spatial_merge_size**2,
         "factor": vision.patch_size * vision.spatial_merge_size,  # pixels per merged image token
         "params_total": parts["total"],

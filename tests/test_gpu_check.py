@@ -24,7 +24,6 @@ ARCH = {
     "vision_intermediate": 8,
     "vision_mlp_tensors": 3,
     "vision_lora_inputs": 4,
-    "vision_hooked": False,
     "image_patches_per_token": 4,
     "factor": 28,
     "params_total": 1000,
@@ -103,7 +102,7 @@ def test_arch_numbers_of_qwen2_5_vl_3b():
     # one layer: q 2048+2048, k and v 2048+256, o 2048+2048, gate / up / down 2048+11008 each
     assert a["lora_per_rank_language"] == 36 * (4096 + 2 * 2304 + 4096 + 3 * 13056)
     assert a["params_total"] == pytest.approx(3.75e9, rel=0.01) and a["params_lm_head"] == 0  # tied
-    assert (a["kv_dim"], a["factor"], a["vision_hooked"]) == (256, 28, True)
+    assert (a["kv_dim"], a["factor"]) == (256, 28)
 
 
 def test_gpu_check_dry_run_builds_every_model_on_meta(capsys):
