@@ -3,7 +3,9 @@
 Reads the official DC-SFT files (`datamodules/formats.py`), optionally keeps only a difficulty selection
 (`datamodules/tiers.py`: SFT-M, SFT-EM, a pass-rate interval, a hard share), checks every row before training starts
 (images readable, image tokens within `max_length`), and serves batches whose labels cover assistant answers only.
-Every batch goes through the one `Encoder` (`datamodules/collate.py`) that evaluation and sampling use too.
+Every batch goes through the one `Encoder` (`datamodules/collate.py`) that evaluation and sampling use too. With
+re-tiering during SFT (`callbacks/difficulty_refresh.py`), training batches come from the whole training file through
+a selection that may change mid-fit (`live_selection()`, `datamodules/live_selection.py`).
 
 Max-length policy (the official `max_length 128` is shorter than an ImageNet image's tokens, so reproductions need a
 larger limit): image tokens are never truncated and rows are never dropped silently. A row whose image tokens alone
@@ -320,8 +322,7 @@ class VLMDataModule(L.LightningDataModule):
         else:
             self._sampler = ResumableSampler(len(samples), self.hparams.seed, self.hparams.shuffle, rank, world)
         if self._resume:
-            self._sampler.set_epoch(self._resume["epoch"])
-            self._sampler.start = self._resume["batches"] * self.hparams.batch_size
+            self._sampler.resume(self._resume["epoch"], self._resume["batches"] * self.hparams.batch_size)
             self._resume = {}
         prompt_only = self.hparams.prompt_only
         return DataLoader(

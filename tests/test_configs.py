@@ -105,6 +105,18 @@ def test_grpo_variants_compose_as_documented(tmp_path):
     assert filtered.datamodule.selection.keeps_all() and filtered.datamodule.hparams.batch_size == 2
 
 
+def test_refresh_run_composes_as_documented(tmp_path):
+    """demo/sft_m_refresh is demo/sft_m plus DifficultyRefresh every 25 steps, sampling and scorer left to the
+    difficulty file's; no other run refreshes (the callback is off unless a fragment sets it)."""
+    run = compose("demo/sft_m_refresh", tmp_path=tmp_path)
+    refresh = next(c for c in run.trainer.callbacks if type(c).__name__ == "DifficultyRefresh")
+    assert refresh.every_n_steps == 25 and refresh.refresh_size is None and refresh.sampling is None
+    assert run.datamodule.selection.preset == "sft_m" and run.trainer.logger.name == "sft_m_refresh"
+    assert run.trainer.max_steps == 50 and run.model.hparams.model_path == "runs/demo/cold_start/model"
+    static = compose("demo/sft_m", tmp_path=tmp_path)
+    assert not any(type(c).__name__ == "DifficultyRefresh" for c in static.trainer.callbacks)
+
+
 def test_paper_stages_compose_as_documented(tmp_path):
     sft = compose("paper/qwen2_5_vl_7b/sft_em_qlora", tmp_path=tmp_path)
     assert sft.model.vlm.lora.target == "all" and sft.model.vlm.qlora.quant_type == "nf4"
