@@ -17,7 +17,9 @@ top-k 50 (the official DC-SFT rollout settings). Stop handling is the same on ev
 `<|endoftext|>`; a random model almost never samples them, so its completions run to max_new_tokens on every side:
 the printed mean lengths and stop shares show it). Reported: completions/s, mean completion length (tokens, stop token
 included) and the share of completions ended by a stop token on each side, the exact-match pass rate on each side (the
-samplers should agree in distribution; a random model scores 0), the spread of the per-batch ratios, and, for the
+samplers should agree in distribution; a random model scores 0), the spread of the per-batch ratios, the ratio by
+process CPU time (on a machine shared with other jobs, wall time measures this process's share of the cores as much as
+its work; with one torch thread, CPU time is the steadier figure, but the headline ratios stay wall time), and, for the
 random models, the linear-layer multiply-accumulates per item on each side (a compute-only ratio to read the measured
 one against, also at the real Qwen2.5-VL-3B / 7B sizes with the same shapes).
 
@@ -29,22 +31,30 @@ Cases:
   one word; max_new_tokens 16 caps them on both sides) on the first 16 easy-vqa GRPO items (64x64 images, 4 image
   tokens, one-word answers asked for), 1 round (each pass is over a minute);
 - realistic (default): the paper's ImageNet shape. The exact Qwen2.5 tokenizer (151,665 tokens, lm_head 151,680 rows)
-  and a random Qwen2.5-VL of 124 M parameters: Qwen2.5-VL-3B's proportions scaled down (text hidden 512, MLP 2,752 =
-  5.375x hidden, 8 layers, 8 heads / 2 KV heads; vision 8 blocks of hidden 256, MLP 684 = 2.67x, one full-attention
-  block in 8, window 112 px, merger to 512), the largest size whose k-pass side still covers 8 items in about a minute
-  on one thread. 8 one-colour 448x448 items, i.e. 1,024 patches -> 256 image tokens each (28-px merged tokens),
-  prompts of 290 tokens; k 8, max_new_tokens 8 (short answers, as the one-word ImageNet labels). With the real
-  vocabulary at this width the lm_head is 2/3 of a decode step's weights (10 % at 3B), so decoding, which shared
-  prefill does not save, weighs more here than at 3B; the printed MAC ratios show how much;
+  and a random Qwen2.5-VL of 125 M parameters: Qwen2.5-VL-3B's proportions scaled down (text hidden 512, MLP 2,752 =
+  5.375x hidden, 8 layers, 8 heads / 2 KV heads; vision 8 blocks of hidden 256, MLP 684 = 2.67x hidden, one
+  full-attention block in 8, window 112 px, merger to 512), about the demo model's size, the most one thread can time
+  on 8 items in a few minutes. 8 one-colour 448x448 items, i.e. 1,024 patches -> 256 image tokens each (28-px merged
+  tokens), prompts of 290 tokens; k 8, max_new_tokens 8 (short answers, as the one-word ImageNet labels), 1 round. At
+  this width the real vocabulary makes the lm_head 2/3 of a decode step's weights (10 % at 3B), so decoding, which
+  shared prefill does not save, weighs more here than at 3B: the printed compute-only ratios are 6.0x (k passes) and
+  4.1x (nrs) for this model against 7.2x and 4.4x at 3B. On CPU the per-token sampling over the full vocabulary
+  (softmax, top-k, multinomial's exponential draw: in a profile about as long per row as the lm_head) is not shared
+  either, which the MAC count leaves out;
 - long (not in the default run: `--long` adds it, `--long-only` runs it alone): the realistic model and items with
   max_new_tokens 256 (4 items, 1 round): decoding dominates and every completion is 256 tokens long, so it measures
-  whether shared prefill still pays then. No row finishes early (a random model does not stop), so dropping finished
-  rows is not exercised here; the tiny case, where every row stops after a word or two, is where that shows.
+  whether shared prefill still pays then (compute-only ratios 1.5x and 1.3x here, 2.3x and 1.7x at 3B). A random model
+  does not stop, so no row finishes early and dropping finished rows is not exercised; among these cases the demo
+  model's varied answer lengths (most ending before the 16-token cap) are where rows leave the batch early.
 
-    .venv/bin/python -m bench.rollout_throughput                    # tiny, demo, realistic (about 5 minutes on 2 cores)
-    .venv/bin/python -m bench.rollout_throughput --realistic-only   # realistic only (about 2.5 minutes)
-    .venv/bin/python -m bench.rollout_throughput --long-only        # long only (about 10 minutes)
-    .venv/bin/python -m bench.rollout_throughput --skip-demo --skip-realistic    # tiny only (about 20 s)
+Wall times measured on 2026-12-02 on 2 cores shared with other jobs (load 4-7, so this process got half to all of a
+core; the long case's wall-time ratios moved by up to 2x between two runs, its CPU-time ratios are the ones to read):
+
+    .venv/bin/python -m bench.rollout_throughput                    # tiny, demo, realistic: 11 minutes
+    .venv/bin/python -m bench.rollout_throughput --realistic-only   # realistic only: 4-7 minutes
+    .venv/bin/python -m bench.rollout_throughput --long-only        # long only: 18-32 minutes
+    .venv/bin/python -m bench.rollout_throughput --realistic-only --long-only    # both: 22 minutes
+    .venv/bin/python -m bench.rollout_throughput --skip-demo --skip-realistic    # tiny only: about 30 s
 
 The summary at the end prints `total wall time`, then, for the cases that ran and in this order:
 `ratio_long: <ours/official>`, `ratio_long_nrs: <ours/nrs>`, `ratio_realistic: <ours/official>`,
@@ -94,9 +104,10 @@ REALISTIC_VISION = {
 REALISTIC_IMAGE = 448  # 448 / 14 = 32 patches a side -> 1,024 patches -> 16 x 16 = 256 merged (28-px) tokens
 # Released Qwen2.5-VL configs (config.json), for the compute-only reference at real sizes.
 REAL_SIZES = {
-    "3B": ({"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36, "num_attention_heads": 16}, 2),
-    "7B": ({"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28}, 4),
+    "3B": {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36, "num_attention_heads": 16},
+    "7B": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28},
 }
+REAL_KV_VOCAB = {"3B": (2, 151936), "7B": (4, 152064)}
 REAL_VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16}
 
 
@@ -152,10 +163,10 @@ def real_config(size: str) -> Any:
     """A released Qwen2.5-VL config's sizes (no weights), for `linear_macs`."""
     from transformers import Qwen2_5_VLConfig
 
-    text, kv_heads = REAL_SIZES[size]
+    text, (kv_heads, vocab) = REAL_SIZES[size], REAL_KV_VOCAB[size]
     vision = {**REAL_VISION, "out_hidden_size": text["hidden_size"]}
     return Qwen2_5_VLConfig(
-        text_config={**text, "num_key_value_heads": kv_heads, "vocab_size": 151936}, vision_config=vision
+        text_config={**text, "num_key_value_heads": kv_heads, "vocab_size": vocab}, vision_config=vision
     )
 
 
@@ -307,26 +318,30 @@ def run_config(
         for tally in tallies.values():
             tally.reset()
         pass_times: dict[str, list[float]] = {side: [] for side in names}
+        cpu_times: dict[str, list[float]] = {side: [] for side in names}  # process CPU time: less sensitive to load
         batch_ratios: dict[str, list[float]] = {side: [] for side in names[1:]}
         for _ in range(rounds):
-            elapsed = dict.fromkeys(names, 0.0)
+            elapsed, cpu = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
             for i, batch in enumerate(batches):  # interleaved batch by batch: ours, official, [nrs,] ours, ...
                 spent = {}
                 for side, fn in sides.items():
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     tallies[side].correct += fn(i, batch)
                     spent[side] = time.perf_counter() - t0
                     elapsed[side] += spent[side]
+                    cpu[side] += time.process_time() - c0
                 for side in batch_ratios:
                     batch_ratios[side].append(spent[side] / spent["ours"])
             for side in names:
                 pass_times[side].append(elapsed[side])
+                cpu_times[side].append(cpu[side])
     completions = n_items * k
     cps = {side: completions / median(pass_times[side]) for side in names}
     for side, tally in tallies.items():
         lens = tally.lengths
         print(
-            f"  {side:8s} {median(pass_times[side]):8.3f} s per pass ({cps[side]:7.2f} completions/s); mean "
+            f"  {side:8s} {median(pass_times[side]):8.3f} s per pass ({cps[side]:7.2f} completions/s; CPU "
+            f"{median(cpu_times[side]):.3f} s); mean "
             f"completion {sum(lens) / len(lens):.2f} tokens (stop token included), "
             f"{100 * tally.stopped / len(lens):.0f}% ended by a stop token, pass rate "
             f"{100 * tally.correct / len(lens):.1f}%; passes {', '.join(f'{t:.3f}' for t in pass_times[side])} s"
@@ -337,7 +352,8 @@ def run_config(
         print(
             f"  ours/{side} completions per second: {ratio:.3f} (median of pass times over {rounds} round(s)); "
             f"per-batch ratios: median {median(spread):.3f}, min {min(spread):.3f}, max {max(spread):.3f} over "
-            f"{len(spread)} batch pairs",
+            f"{len(spread)} batch pairs; by process CPU time "
+            f"{median(cpu_times[side]) / median(cpu_times['ours']):.3f}",
             flush=True,
         )
     if nrs:  # random models only: what compute alone would give, here and at the real sizes
@@ -380,8 +396,10 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64, help="tiny model hidden size")
     parser.add_argument("--skip-demo", action="store_true")
     parser.add_argument("--skip-realistic", action="store_true")
-    parser.add_argument("--long", action="store_true", help="add the long-answer case (about 10 minutes)")
-    parser.add_argument("--realistic-only", action="store_true", help="run only the realistic case")
+    parser.add_argument("--long", action="store_true", help="add the long-answer case (20-30 minutes)")
+    parser.add_argument(
+        "--realistic-only", action="store_true", help="run only the realistic case (with --long-only: both)"
+    )
     parser.add_argument("--long-only", action="store_true", help="run only the long-answer case")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
