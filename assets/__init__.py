@@ -27,11 +27,12 @@ def cache_root() -> Path:
 
 def _builders() -> dict[str, tuple[Callable[[Path], Any], str]]:
     """Asset name -> (builder writing into a folder, recipe stamp; a changed stamp rebuilds the cached asset)."""
-    from assets import demo_data, demo_model
+    from assets import demo_data, demo_model, grounding_demo_data
 
     return {
         "smollm2-vl": (demo_model.build_demo_model, demo_model.RECIPE),
         "easy_vqa": (demo_data.build_demo_data, demo_data.RECIPE),
+        "easy_vqa_grounding": (grounding_demo_data.build_grounding_demo_data, grounding_demo_data.RECIPE),
     }
 
 
