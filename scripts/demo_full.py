@@ -7,6 +7,11 @@ run's 50 SFT steps:
   subset size is the smallest tier's count; each seed draws another subset and another data order / LoRA init.
 - **Fig. 5** (paper: SFT-EM with 0 %, 5 % and the natural share of hard items): 0 % is SFT-EM, natural is SFT on
   all data (the main run is seed 0 of both), 5 % adds `selection.hard_share 0.05`.
+- **Live difficulty**: GRPO vs GRPO with group filtering vs GRPO-M at equal optimizer steps, and SFT-M with the
+  static difficulty file vs re-tiered every 25 steps (`DifficultyRefresh`): accuracies plus the cost of each run
+  (wall time, completions sampled, share of zero-advantage groups among those drawn, re-estimate time). Seed 42 is
+  `runs/demo/<stage>` (`python scripts/runs.py demo/<stage>`; run when missing); wall times come from the seeds this
+  script ran, which share one machine state.
 - **Label noise** (`configs/demo/label_noise.yaml`): difficulty -> SFT, SFT-M, SFT-EM, GRPO from the same clean
   cold start with 10 % of the training answers replaced by another colour / shape / yes-no; the tier report says how
   many noisy items each tier caught.
@@ -16,7 +21,7 @@ have a `metrics.json` are skipped, so an interrupted `--full` run resumes where 
 `runs/demo/full.md`, `runs/demo/full.json` and `runs/demo/full.png` (mean +- std over seeds, error bars).
 
     python scripts/demo_full.py                      # everything (about 2 hours on 2 cores)
-    python scripts/demo_full.py --parts table1       # only Table 1 (or fig5, noise); --seeds 42 1 to use fewer
+    python scripts/demo_full.py --parts table1       # only Table 1 (or fig5, live, noise); --seeds 42 1 to use fewer
     python scripts/demo_full.py --report-only        # the tables of whatever has finished (mean +- std, n seeds)
 
 Order: every part at seed 42 (the main run's), then the noise pipeline, then seeds 1 and 2, so a run stopped early
@@ -40,6 +45,13 @@ from scripts.pipeline_report import accuracies, latest_metrics, tier_counts  # n
 
 TIERS = ("easy", "medium", "hard")
 NOISE_STAGES = ("difficulty", "sft", "sft_m", "sft_em", "grpo")
+LIVE = {  # label: demo stage (configs/runs.yaml)
+    "GRPO": "grpo",
+    "GRPO + group filter": "grpo_filtered",
+    "GRPO-M (medium prompts)": "grpo_m",
+    "SFT-M, static tiers": "sft_m",
+    "SFT-M, re-tiered every 25 steps": "sft_m_refresh",
+}
 
 
 REPORT_ONLY = False  # set by main() for the report: collect what exists, run nothing
@@ -107,6 +119,69 @@ def fig5(run_dir: Path, seeds: list[int]) -> dict[str, list[dict]]:
     return out
 
 
+def live(run_dir: Path, seeds: list[int]) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    """Accuracies and costs of the live-difficulty variants, per seed."""
+    accs: dict[str, list[dict]] = {}
+    costs: dict[str, list[dict]] = {}
+    for label, stage in LIVE.items():
+        for seed in seeds:
+            name = stage if seed == 42 else f"full/live_{stage}_s{seed}"
+            extra = [] if seed == 42 else ["--seed_everything", str(seed), "--data.seed", str(seed)]
+            if seed != 42 and stage.startswith("grpo"):
+                extra += ["--model.init_args.sampling.seed", str(seed)]
+            if seed != 42 and stage.endswith("refresh"):
+                extra += ["--refresh.init_args.seed", str(seed)]
+            metrics = run(stage, name, extra, run_dir)
+            accs.setdefault(label, []).append(accuracies(metrics))
+            costs.setdefault(label, []).append(run_cost(run_dir, name, metrics))
+    return accs, costs
+
+
+def run_cost(run_dir: Path, name: str, metrics: Path | None) -> dict:
+    """Wall time (this script's timing, when it ran the run), completions sampled for training (GRPO rollouts,
+    re-estimates), groups drawn and the share with zero advantage (all answers right or all wrong)."""
+    if metrics is None:
+        return {}
+    version = metrics.parent.parent
+    cost: dict = {}
+    timings = run_dir / "timings.jsonl"
+    if timings.exists() and name.startswith("full/"):
+        seconds = [row["seconds"] for row in map(json.loads, timings.read_text().splitlines()) if row["stage"] == name]
+        if seconds:
+            cost["wall_s"] = seconds[-1]
+    rollouts = version / "rollouts.jsonl"
+    if rollouts.exists():
+        groups = [json.loads(line) for line in rollouts.read_text().splitlines() if line.strip()]
+        cost["groups"] = len(groups)
+        cost["completions"] = sum(g["k"] for g in groups)
+        cost["zero_adv"] = 100 * sum(g["correct"] in (0, g["k"]) for g in groups) / max(len(groups), 1)
+    refreshes = [json.loads(p.read_text()) for p in sorted(version.glob("difficulty_refresh/refresh_*.json"))]
+    if refreshes:
+        cost["completions"] = sum(r["measured"] * r["sampling"]["k"] for r in refreshes)
+        cost["refresh_s"] = sum(r["metrics"]["refresh/seconds"] for r in refreshes)
+    return cost
+
+
+def cost_markdown(costs: dict[str, list[dict]]) -> str:
+    """Mean +- std over the seeds that have each figure (n in brackets)."""
+    columns = {
+        "wall_s": "wall time (s)",
+        "completions": "completions sampled",
+        "groups": "groups drawn",
+        "zero_adv": "zero-advantage groups (%)",
+        "refresh_s": "re-estimates (s)",
+    }
+    lines = ["| run | " + " | ".join(columns.values()) + " |", "|---|" + "---|" * len(columns)]
+    for label, runs in costs.items():
+        cells = []
+        for key in columns:
+            values = [r[key] for r in runs if key in r]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.fmean(values):.0f} ± {std:.0f} ({len(values)})" if values else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "Cost per run, mean ± std (n seeds):\n\n" + "\n".join(lines) + "\n\n"
+
+
 def noise(run_dir: Path) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for stage in NOISE_STAGES:
@@ -172,7 +247,9 @@ def chart(parts: dict[str, dict], out: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", default="runs/demo", help="the main pipeline's run folder")
-    parser.add_argument("--parts", nargs="+", default=["table1", "fig5", "noise"], choices=["table1", "fig5", "noise"])
+    parser.add_argument(
+        "--parts", nargs="+", default=["table1", "fig5", "live", "noise"], choices=["table1", "fig5", "live", "noise"]
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2], help="42 = the main run's seed")
     parser.add_argument("--report-only", action="store_true", help="tabulate the runs that finished; run nothing")
     args = parser.parse_args(argv)
@@ -183,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
                 table1(run_dir, [seed])
             if "fig5" in args.parts:
                 fig5(run_dir, [seed])
+            if "live" in args.parts:
+                live(run_dir, [seed])
             if index == 0 and "noise" in args.parts:
                 noise(run_dir)
     global REPORT_ONLY
@@ -193,11 +272,16 @@ def main(argv: list[str] | None = None) -> None:
         parts["Table 1: SFT on equal-size tiers (50 steps)"] = summarise(cold | table1(run_dir, args.seeds))
     if "fig5" in args.parts:
         parts["Fig. 5: share of hard items in SFT-EM (50 steps)"] = summarise(cold | fig5(run_dir, args.seeds))
+    costs = {}
+    if "live" in args.parts:
+        accs, costs = live(run_dir, args.seeds)
+        parts["Live difficulty: GRPO variants and re-tiered SFT-M (50 steps)"] = summarise(cold | accs)
     if "noise" in args.parts:
         parts["10 % label noise (one seed)"] = summarise(cold | noise(run_dir))
     text = "".join(markdown(title, summary) for title, summary in parts.items())
+    text += cost_markdown(costs) if costs else ""
     (run_dir / "full.md").write_text(text)
-    (run_dir / "full.json").write_text(json.dumps(parts, indent=1))
+    (run_dir / "full.json").write_text(json.dumps(parts | {"live costs": costs}, indent=1))
     chart(parts, run_dir / "full.png")
     print(text + f"wrote {run_dir / 'full.md'}, {run_dir / 'full.json'} and {run_dir / 'full.png'}", flush=True)
 
