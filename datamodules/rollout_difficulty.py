@@ -24,7 +24,8 @@ and step (a resumed run re-doing steps) counts once, the last one. Modes:
   `pass_rate` = correct / k stay consistent.
 
 `--base` starts from an existing difficulty file: items never rolled out keep their row (the datamodule refuses a
-difficulty file that lacks training items). Tests: `pytest tests/test_rollout_difficulty.py`.
+difficulty file that lacks training items), and the command prints how the rolled-out items moved between its tiers
+and the merged file's (`tier_report.tier_transitions`). Tests: `pytest tests/test_rollout_difficulty.py`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.difficulty_file import DifficultyRow, read_difficulty, write_difficulty
+from datamodules.tier_report import format_transitions, tier_transitions
 from datamodules.tiers import tier_counts
 
 MODES = ("latest", "ema")
@@ -153,9 +155,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", default=None, help="difficulty file to start from (items never rolled out keep it)")
     args = parser.parse_args(argv)
     base = read_difficulty(args.base) if args.base else None
-    merged = merge_rollouts(read_rollouts(args.logs), args.mode, args.alpha, base)
+    observations = read_rollouts(args.logs)
+    merged = merge_rollouts(observations, args.mode, args.alpha, base)
     write_difficulty(args.out, merged)
     print(f"wrote {len(merged)} rows to {args.out} ({args.mode}): {tier_counts(merged)}")
+    if base is not None:  # how the run moved the tiers of the file it started from
+        rolled_out = {row["id"] for row in observations}
+        print("Items rolled out, base tier -> merged tier:")
+        print(format_transitions(tier_transitions(base, {i: merged[i] for i in rolled_out})))
 
 
 if __name__ == "__main__":

@@ -106,6 +106,27 @@ def noise_report(difficulty: Mapping[str, DifficultyRow], noisy: set[str]) -> di
     }
 
 
+def tier_transitions(before: Mapping[str, DifficultyRow], after: Mapping[str, DifficultyRow]) -> dict:
+    """How items moved between tiers from one difficulty estimate to a later one (e.g. the cold start's file to the
+    merge of a GRPO run's rollouts, or a `DifficultyRefresh` file): {"counts": {before: {after: n}}, "items": n,
+    "changed": n} over the items both estimates cover. Why: the paper's tiers are a snapshot of the cold-started
+    model; the table shows how much of the medium tier a run has turned easy and which hard items it has reached."""
+    common = [i for i in before if i in after]
+    counts = {a: dict.fromkeys(TIERS, 0) for a in TIERS}
+    for item in common:
+        counts[before[item].tier][after[item].tier] += 1
+    changed = sum(n for a, row in counts.items() for b, n in row.items() if a != b)
+    return {"counts": counts, "items": len(common), "changed": changed}
+
+
+def format_transitions(moves: dict) -> str:
+    """A plain table: one row per earlier tier, one column per later tier."""
+    rows = [[a, *(str(moves["counts"][a][b]) for b in TIERS)] for a in TIERS]
+    share = 100 * moves["changed"] / max(moves["items"], 1)
+    title = f"Tier moves over {moves['items']} items ({moves['changed']} changed, {share:.1f} %)"
+    return _plain_table(title, ["before \\ after", *TIERS], rows)
+
+
 def _rows(report: dict) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
     """The report's three tables as rows of strings (shared by the rich and the plain renderer)."""
     tiers = [[t, str(v["count"]), f"{100 * v['share']:.1f}%"] for t, v in report["tiers"].items()]

@@ -8,6 +8,7 @@ import pytest
 
 from datamodules.difficulty_file import DifficultyRow, read_difficulty, write_difficulty
 from datamodules.rollout_difficulty import append_rollouts, main, merge_rollouts, read_rollouts, rollout_row
+from datamodules.tier_report import tier_transitions
 from datamodules.tiers import Selection, apply_selection
 
 # (id, step, correct of 8), oldest first; hand computation of both modes (EMA alpha 0.5, halves round up):
@@ -55,6 +56,28 @@ def test_log_order_resumed_steps_and_a_cut_last_line(tmp_path):
     rows = read_rollouts([log])
     assert [(r["step"], r["correct"]) for r in rows] == [(1, 4), (3, 2)]  # by step; a repeated step counts once
     assert merge_rollouts(rows)["x"].correct == 2
+
+
+def test_tier_moves_from_the_base_file_to_the_merged_one(tmp_path, capsys):
+    # base: a hard, b medium, c easy, d medium, z medium (never rolled out); latest of the logs: a medium (3),
+    # b hard (0), c easy (8), d easy (8), e hard (0, not in the base): moves hard->medium, medium->hard, medium->easy
+    base = {i: DifficultyRow(i, c, 8, c / 8) for i, c in (("a", 0), ("b", 4), ("c", 8), ("d", 2), ("z", 5))}
+    moves = tier_transitions(base, merge_rollouts(read_rollouts(_write_logs(tmp_path)), base=base))
+    assert moves["items"] == 5 and moves["changed"] == 3
+    assert moves["counts"]["hard"] == {"easy": 0, "medium": 1, "hard": 0}
+    assert moves["counts"]["medium"] == {"easy": 1, "medium": 1, "hard": 1}
+    assert moves["counts"]["easy"] == {"easy": 1, "medium": 0, "hard": 0}
+    write_difficulty(tmp_path / "base.jsonl", base)
+    main(
+        [
+            *map(str, _write_logs(tmp_path / "again")),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            "--base",
+            str(tmp_path / "base.jsonl"),
+        ]
+    )
+    assert "Tier moves over 4 items (3 changed, 75.0 %)" in capsys.readouterr().out  # rolled out: z is not
 
 
 def test_base_file_keeps_unseen_items_and_starts_the_average(tmp_path):
