@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,23 @@ def _builders() -> dict[str, tuple[Callable[[Path], Any], str]]:
     }
 
 
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's global RNG states on exit. An asset built on first use runs inside a
+    seeded job (`train.py` resolves `demo://` after `seed_everything`): without this, the first run on a fresh clone
+    would draw its LoRA init and data order from the RNG the builder left behind and differ from every later run."""
+    import numpy as np
+    import torch
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
 def ensure(name: str) -> Path:
     """Build a demo asset folder once (into a temp folder, then renamed) and return it."""
     builders = _builders()
@@ -49,7 +68,8 @@ def ensure(name: str) -> Path:
     tmp = target.with_name(f"{name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"[dcsft] building demo asset {name!r} into {target} (first use only)", flush=True)
-    build(tmp)
+    with preserved_rng():
+        build(tmp)
     (tmp / ".complete").write_text(stamp)
     if (target / ".complete").exists() and (target / ".complete").read_text() == stamp:  # another process won
         shutil.rmtree(tmp, ignore_errors=True)

@@ -102,6 +102,20 @@ def _write(path: Path, rows: list[dict]) -> None:
 
 COLORS = ("red", "green", "blue", "yellow", "black", "gray", "brown", "teal")
 SHAPES = ("circle", "rectangle", "triangle")
+KINDS = {"colour": len(COLORS), "shape": len(SHAPES), "yes/no": 2}  # question kind -> number of possible answers
+
+
+def question_kind(gold: str) -> str:
+    """`colour`, `shape` or `yes/no` from a demo item's gold answer. Reported apart because colour, shape and yes / no
+    questions are learned very differently: pooled accuracies hide a model that reads colour but not shape."""
+    answer = str(gold).strip().lower()
+    if answer in COLORS:
+        return "colour"
+    if answer in SHAPES:
+        return "shape"
+    if answer in ("yes", "no"):
+        return "yes/no"
+    raise ValueError(f"{gold!r} is not an easy-vqa answer (colours {COLORS}, shapes {SHAPES}, yes / no)")
 
 
 def _train_image_order(seed: int) -> list[int]:

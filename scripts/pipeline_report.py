@@ -63,6 +63,7 @@ def load(run: Path) -> tuple[list[dict], list[str]]:
         rows.append(
             {"stage": stage, "label": label, "acc": accs, "step": summary["step"], "train_s": train, "cost_s": cost}
         )
+        rows[-1]["kinds"] = kind_accuracies(path)
     return rows, benches
 
 
@@ -81,6 +82,40 @@ def markdown(rows: list[dict], benches: list[str]) -> str:
             f"{r['cost_s']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def kind_accuracies(metrics: Path) -> dict[str, float] | None:
+    """Accuracy per demo question kind (colour / shape / yes-no), pooled over the benchmarks whose predictions sit
+    beside `metrics` (newest file each); None when a gold answer is not a demo answer (a paper run)."""
+    from assets.demo_data import question_kind
+
+    hits: dict[str, list[bool]] = {}
+    for bench in sorted(p for p in metrics.parent.iterdir() if p.is_dir()):
+        files = sorted(bench.glob("*.jsonl"), key=lambda f: f.stat().st_mtime)
+        for line in files[-1].read_text(encoding="utf-8").splitlines() if files else []:
+            row = json.loads(line)
+            try:
+                hits.setdefault(question_kind(row["gold"]), []).append(bool(row["correct"]))
+            except ValueError:
+                return None
+    return {kind: 100.0 * sum(v) / len(v) for kind, v in sorted(hits.items())} or None
+
+
+def kind_markdown(rows: list[dict]) -> str:
+    """Per-kind table of the demo methods ('' for a paper run): colour, shape and yes / no are learned very
+    differently, and a pooled accuracy can move on answer priors alone."""
+    from assets.demo_data import KINDS
+
+    kinds = [r for r in rows if r.get("kinds")]
+    if not kinds:
+        return ""
+    names = list(KINDS)
+    head = ["method", *(f"{k} (chance {100 / KINDS[k]:.0f})" for k in names)]
+    lines = ["Accuracy by question kind, all test sets pooled:", "", "| " + " | ".join(head) + " |"]
+    lines.append("|" + "---|" * len(head))
+    for r in kinds:
+        lines.append("| " + " | ".join([r["label"], *(f"{r['kinds'].get(k, float('nan')):.1f}" for k in names)]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -125,6 +160,8 @@ def main(run: str = "runs/demo") -> str:
     if not rows:
         raise SystemExit(f"{root}: no metrics.json found; run scripts/demo.sh first")
     table = markdown(rows, benches)
+    kinds = kind_markdown(rows)
+    table += "\n" + kinds if kinds else ""
     (root / "results.md").write_text(table)
     chart(rows, benches, root / "results.png")
     print("\n==== Summary of " + str(root))

@@ -24,6 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from assets.demo_data import KINDS, question_kind  # noqa: E402
 from callbacks.generative_eval import GenerativeEval  # noqa: E402
 from datamodules.benchmarks import DCSFTJson, EvalItem  # noqa: E402
 from datamodules.files import atomic_write_json  # noqa: E402
@@ -104,8 +105,19 @@ def sight_check(
             for name in RENDITIONS
         },
     }
+    result["acc_by_kind"] = {name: by_kind(items[name], answers[name]) for name in RENDITIONS}
+    result["acc_by_kind"]["id, grey image"] = by_kind(open_items, open_grey)
     result["checks"] = checks(result)
     return result
+
+
+def by_kind(items: list[EvalItem], answers: list[str]) -> dict[str, float]:
+    """Accuracy per question kind (colour / shape / yes-no): pooled open-question accuracy can pass the targets on
+    colour alone while shapes stay at chance."""
+    groups: dict[str, list[tuple[EvalItem, str]]] = {}
+    for item, answer in zip(items, answers):
+        groups.setdefault(question_kind(item.gold), []).append((item, answer))
+    return {kind: accuracy([i for i, _ in rows], [a for _, a in rows]) for kind, rows in sorted(groups.items())}
 
 
 def checks(result: dict) -> dict[str, bool]:
@@ -129,6 +141,11 @@ def format_table(result: dict) -> str:
         f"{result['changed_with_grey']:.0f} % of answers change with a grey image",
         "  all questions:  " + ", ".join(f"{k} {v:.1f} %" for k, v in a.items()),
         "  open, by rendition: " + ", ".join(f"{k} {v:.1f} %" for k, v in b.items()),
+    ]
+    for name, accs in result.get("acc_by_kind", {}).items():
+        cells = ", ".join(f"{kind} {acc:.1f} % (chance {100 / KINDS[kind]:.0f})" for kind, acc in accs.items())
+        lines.append(f"  by question kind, {name}: {cells}")
+    lines += [
         "  targets: " + ", ".join(f"{k}: {'yes' if ok else 'NO'}" for k, ok in result["checks"].items()),
     ]
     return "\n".join(lines)

@@ -79,3 +79,61 @@ def test_cold_started_demo_model_sees(tmp_path):
     model.eval()
     result = sight_check(model, processor, resolve("demo://easy_vqa"))
     assert all(result["checks"].values()), result
+
+
+def test_first_use_build_leaves_the_job_rng_alone(tmp_path, monkeypatch):
+    """A seeded job that builds an asset on first use draws the same numbers afterwards as one that finds it cached
+    (a fresh clone's first demo run once differed from every later run: the builder reseeded torch)."""
+    import random
+
+    import torch
+
+    import assets
+
+    def builder(folder: Path) -> None:
+        torch.manual_seed(0)
+        torch.rand(5), random.random(), np.random.rand()
+        folder.mkdir(parents=True)
+
+    monkeypatch.setenv("DCSFT_CACHE", str(tmp_path))
+    monkeypatch.setattr(assets, "_builders", lambda: {"toy": (builder, "v1")})
+
+    def draws(build_first: bool) -> list[float]:
+        torch.manual_seed(42), random.seed(42), np.random.seed(42)
+        if build_first:
+            assets.ensure("toy")
+        return [torch.rand(1).item(), random.random(), float(np.random.rand())]
+
+    built = draws(build_first=True)
+    assert (tmp_path / "demo" / "toy" / ".complete").exists()
+    assert built == draws(build_first=False)
+
+
+def test_question_kinds():
+    from assets.demo_data import question_kind
+    from datamodules.benchmarks import EvalItem
+    from scripts.sight_check import by_kind
+
+    assert [question_kind(a) for a in ("Teal", "circle", "no")] == ["colour", "shape", "yes/no"]
+    with pytest.raises(ValueError, match="not an easy-vqa answer"):
+        question_kind("purple")
+    items = [EvalItem(str(n), "q", [], gold, {}) for n, gold in enumerate(["red", "blue", "circle", "yes"])]
+    assert by_kind(items, ["red", "green", "circle", "no"]) == {"colour": 50.0, "shape": 100.0, "yes/no": 0.0}
+
+
+def test_report_accuracy_by_question_kind(tmp_path):
+    from scripts.pipeline_report import kind_accuracies, kind_markdown
+
+    predictions = tmp_path / "predictions"
+    for bench, rows in {"demo_id": [("red", 1), ("circle", 0)], "demo_ood_sketch": [("circle", 1), ("no", 1)]}.items():
+        (predictions / bench).mkdir(parents=True)
+        lines = [json.dumps({"id": str(n), "gold": g, "correct": c}) for n, (g, c) in enumerate(rows)]
+        (predictions / bench / "epoch=1-step=5.jsonl").write_text("\n".join(lines) + "\n")
+    metrics = predictions / "metrics.json"
+    metrics.write_text("{}")
+    kinds = kind_accuracies(metrics)
+    assert kinds == {"colour": 100.0, "shape": 50.0, "yes/no": 100.0}
+    table = kind_markdown([{"label": "SFT", "kinds": kinds}, {"label": "paper run", "kinds": None}])
+    assert "| SFT | 100.0 | 50.0 | 100.0 |" in table and "paper run" not in table
+    (predictions / "demo_id" / "epoch=2-step=9.jsonl").write_text(json.dumps({"gold": "n02085620", "correct": 1}))
+    assert kind_accuracies(metrics) is None  # not a demo answer: a paper run gets no per-kind table
