@@ -9,7 +9,7 @@ Built offline from the `easy-vqa` package on first use of a `demo://` path (a fe
 | train_sft.json / train_grpo.json | messages + images / problem, solution, image | 800 | post-training (same items, same order) |
 | test_id.json | problem, solution, image | 150 | in distribution (easy-vqa test images) |
 | test_ood_sketch.json | same | 150 | OOD: the shape redrawn as a coloured outline on white (our ImageNet-R stand-in) |
-| test_ood_texture.json | same | 150 | OOD: the plain background replaced by a pastel texture (our ImageNet-A stand-in) |
+| test_ood_texture.json | same | 150 | OOD: the plain background replaced by coloured stripes and dots (our ImageNet-A stand-in) |
 
 Both renditions keep every answer valid: shape and colour are unchanged. Prompts end with the DC-SFT-style
 instruction to answer in one word; answers are easy-vqa's 13 one-word answers.
@@ -28,7 +28,9 @@ from PIL import Image, ImageFilter
 INSTRUCTION = " Output the answer using one word."
 SIZES = {"cold_start": 400, "train": 800, "test": 150}
 OPEN_SHARE = 0.7
-RECIPE = f"sizes={SIZES} open_share={OPEN_SHARE} v1"  # a changed recipe rebuilds the cached asset
+RECIPE = (
+    f"sizes={SIZES} open_share={OPEN_SHARE} v2 (texture: far colours)"  # a changed recipe rebuilds the cached asset
+)
 
 
 def _shape_mask(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,20 +56,43 @@ def sketch(image: Image.Image) -> Image.Image:
     return Image.fromarray(out)
 
 
+TEXTURE_CHANNELS = (120, 250)  # each channel of a background colour; mid-to-light, so no colour is near black
+TEXTURE_MIN_DISTANCE = 150  # L1 distance of every background colour from every colour of the shapes
+
+
+def _far_colour(rng: random.Random, avoid: list[np.ndarray]) -> np.ndarray:
+    """A random colour at least TEXTURE_MIN_DISTANCE from each colour in `avoid` (the last draw after 100 tries)."""
+    for _ in range(100):
+        colour = np.array([rng.randint(*TEXTURE_CHANNELS) for _ in range(3)])
+        if all(np.abs(colour - a).sum() >= TEXTURE_MIN_DISTANCE for a in avoid):
+            break
+    return colour
+
+
 def texture(image: Image.Image, rng: random.Random) -> Image.Image:
-    """The plain background replaced by random pastel stripes and dots (no named colour is saturated there)."""
+    """The plain background replaced by random stripes and dots of mid-to-light colours, each far from every colour
+    that fills at least 5 % of the shape pixels: the shapes stay visible and every answer stays valid.
+
+    Why not pastel: the first version drew pastel colours (channels 200-245). Once the demo model saw shapes, that
+    rendition was exactly as easy as ID (cold start 90.67 on both, 2026-12-03), so it stood in for nothing; the issue
+    asks for renditions that are answerable yet harder. Stronger backgrounds cost the same cold start 10 points in a
+    prototype (80.7 against 90.7 on ID)."""
     array = np.asarray(image.convert("RGB"))
     mask, _ = _shape_mask(array)
+    shape_pixels = array[mask].astype(np.int64)
+    packed, counts = np.unique(
+        (shape_pixels[:, 0] << 16) | (shape_pixels[:, 1] << 8) | shape_pixels[:, 2], return_counts=True
+    )
+    avoid = [np.array([p >> 16, (p >> 8) & 255, p & 255]) for p in packed[counts >= 0.05 * max(len(shape_pixels), 1)]]
     h, w, _ = array.shape
     yy, xx = np.mgrid[0:h, 0:w]
     period = rng.randint(4, 10)
     angle = rng.choice([(1, 0), (0, 1), (1, 1), (1, -1)])
     stripes = ((yy * angle[0] + xx * angle[1]) // period) % 2
-    c1 = np.array([rng.randint(200, 245) for _ in range(3)])
-    c2 = np.array([rng.randint(200, 245) for _ in range(3)])
+    c1, c2 = _far_colour(rng, avoid), _far_colour(rng, avoid)
     background = np.where(stripes[..., None] == 1, c1, c2).astype(np.uint8)
     dots = np.random.default_rng(rng.randint(0, 2**31)).random((h, w)) < 0.04
-    background[dots] = np.array([rng.randint(170, 215) for _ in range(3)], dtype=np.uint8)
+    background[dots] = _far_colour(rng, avoid).astype(np.uint8)
     out = np.where(mask[..., None], array, background).astype(np.uint8)
     return Image.fromarray(out)
 
@@ -200,7 +225,9 @@ def build_demo_data(out_dir: str | Path, seed: int = 0) -> Path:
         variants = {
             "test_id": original,
             "test_ood_sketch": sketch(original),
-            "test_ood_texture": texture(original, rng),
+            "test_ood_texture": texture(
+                original, random.Random(f"texture:{seed}:{image_id}")
+            ),  # own RNG: a new texture never changes the questions
         }
         for name, image in variants.items():
             target = out_dir / "images" / f"{name}_{image_id}.png"

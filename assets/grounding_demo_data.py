@@ -12,7 +12,7 @@ easy-vqa images (`shape_canvas.py`) and one expression that names exactly one of
 | train_sft.json / train_grpo.json | messages + images / problem, solution, image | 800 | post-training (same items) |
 | test_id.json | problem, solution, image (VLM-R1 `rec_jsons_processed` style) | 150 | in distribution |
 | test_ood_sketch.json | same | 150 | OOD: the same canvases, each shape a coloured outline on white |
-| test_ood_texture.json | same | 150 | OOD: the same canvases on a pastel textured background |
+| test_ood_texture.json | same | 150 | OOD: the same canvases on a background of coloured stripes and dots |
 | canvases.json | {id: expression, kind, target, shapes} | all | what each canvas holds (analysis, tests) |
 
 Prompts are the DC-SFT / VLM-R1 grounding prompt around the expression; answers are `[x1, y1, x2, y2]` in canvas
@@ -42,7 +42,7 @@ SIZES = {"cold_start": 400, "train": 800, "test": 150}
 SHAPES_PER_CANVAS = (2, 4)
 RECIPE = (
     f"sizes={SIZES} canvas={CANVAS} side={SHAPE_SIDE} min_source={MIN_SOURCE_SIDE} gap={GAP} "
-    f"shapes={SHAPES_PER_CANVAS} v1"
+    f"shapes={SHAPES_PER_CANVAS} v2 (texture: far colours)"
 )  # a changed recipe rebuilds the cached asset
 
 

@@ -25,11 +25,39 @@ import torch
 class AlignmentRecipe:
     """Settings of the alignment stage (part of the asset's recipe stamp: changing one rebuilds the asset)."""
 
-    steps: int = 300
+    steps: int = 900
     batch_size: int = 64
     lr: float = 1e-3
     warmup_ratio: float = 0.1
     seed: int = 0
+    ce_weight: float = 1.0  # 0 = the regression alone (the shape-blind asset of 2026-12-02)
+    temperature: float = 0.05
+
+
+def alignment_loss(
+    tokens: torch.Tensor,
+    targets: torch.Tensor,
+    word_ids: torch.Tensor,
+    candidates: list[torch.Tensor],
+    ce_weight: float,
+    temperature: float,
+) -> torch.Tensor:
+    """MSE to the target word embeddings plus `ce_weight` x the cross-entropy of each slot over its candidate words,
+    summed over the word families.
+
+    tokens, targets: [images, slots, hidden]; slot j carries word family j % len(candidates) (colour, shape, ...);
+    word_ids: [images, len(candidates)], the right word's index in each family; candidates[f]: [words, hidden].
+    """
+    loss = torch.nn.functional.mse_loss(tokens, targets)
+    if not ce_weight:
+        return loss
+    families = len(candidates)
+    for family, words in enumerate(candidates):
+        slots = torch.nn.functional.normalize(tokens[:, family::families], dim=-1)
+        logits = slots @ torch.nn.functional.normalize(words, dim=-1).T / temperature
+        gold = word_ids[:, family].repeat_interleave(slots.shape[1])
+        loss = loss + ce_weight * torch.nn.functional.cross_entropy(logits.flatten(0, 1), gold)
+    return loss
 
 
 def word_embedding(model, tokenizer, word: str) -> torch.Tensor:
@@ -59,6 +87,9 @@ def align_vision(model, processor, images: list, labels: list[tuple[str, str]], 
     tokens = per_image // processor.image_processor.merge_size**2
     words = {w: word_embedding(model, tokenizer, w) for pair in labels for w in pair}
     targets = torch.stack([torch.stack([words[c], words[s]] * (tokens // 2)) for c, s in labels])  # [N, T, H]
+    families = [sorted({pair[f] for pair in labels}) for f in range(2)]  # colours, shapes
+    candidates = [torch.stack([words[w] for w in family]) for family in families]
+    word_ids = torch.tensor([[families[f].index(pair[f]) for f in range(2)] for pair in labels])
     visual = model.model.visual
     trainable = {id(p) for p in visual.parameters()}
     for param in model.parameters():
@@ -71,7 +102,8 @@ def align_vision(model, processor, images: list, labels: list[tuple[str, str]], 
     for step in range(recipe.steps):
         batch = torch.randint(0, len(labels), (recipe.batch_size,), generator=generator)
         rows = torch.cat([pixel_values[i * per_image : (i + 1) * per_image] for i in batch.tolist()])
-        loss = torch.nn.functional.mse_loss(image_tokens(model, rows, grid[batch]), targets[batch])
+        merged = image_tokens(model, rows, grid[batch])
+        loss = alignment_loss(merged, targets[batch], word_ids[batch], candidates, recipe.ce_weight, recipe.temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

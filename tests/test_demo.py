@@ -55,8 +55,11 @@ def test_renditions_keep_shape_colour():
     assert (s[10, 10:40] == [255, 0, 0]).all() and (s[25, 25] == 255).all()  # outline kept, inside white
     import random
 
-    t = np.asarray(texture(image, random.Random(0)))
-    assert (t[20, 20] == [255, 0, 0]).all() and not (t[0, 0] == [240, 235, 230]).all()
+    for seed in range(20):
+        t = np.asarray(texture(image, random.Random(seed))).astype(int)
+        assert (t[20, 20] == [255, 0, 0]).all() and not (t[0, 0] == [240, 235, 230]).all()
+        background = t[np.ones((64, 64), bool) & ~np.pad(np.ones((30, 30), bool), ((10, 24), (10, 24)))]
+        assert (np.abs(background - [255, 0, 0]).sum(-1) >= 150).all()  # no background pixel is near the shape's red
 
 
 @pytest.mark.slow
