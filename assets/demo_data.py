@@ -12,7 +12,9 @@ Built offline from the `easy-vqa` package on first use of a `demo://` path (a fe
 | test_ood_texture.json | same | 150 | OOD: the plain background replaced by coloured stripes and dots (our ImageNet-A stand-in) |
 
 Both renditions keep every answer valid: shape and colour are unchanged. Prompts end with the DC-SFT-style
-instruction to answer in one word; answers are easy-vqa's 13 one-word answers.
+instruction to answer in one word; answers are easy-vqa's 13 one-word answers. Each image gets one question: about
+70 % are easy-vqa's open colour / shape questions, the rest yes / no questions in easy-vqa's wording whose answer,
+negation and topic are balanced (`closed_question`), so that the wording does not give the answer away.
 """
 
 from __future__ import annotations
@@ -28,9 +30,7 @@ from PIL import Image, ImageFilter
 INSTRUCTION = " Output the answer using one word."
 SIZES = {"cold_start": 400, "train": 800, "test": 150}
 OPEN_SHARE = 0.7
-RECIPE = (
-    f"sizes={SIZES} open_share={OPEN_SHARE} v2 (texture: far colours)"  # a changed recipe rebuilds the cached asset
-)
+RECIPE = f"sizes={SIZES} open_share={OPEN_SHARE} v3 (texture: far colours; balanced yes / no)"  # a changed recipe rebuilds the cached asset
 
 
 def _shape_mask(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,13 +97,37 @@ def texture(image: Image.Image, rng: random.Random) -> Image.Image:
     return Image.fromarray(out)
 
 
-def _pick(indices: list[int], answers: list[str], rng: random.Random) -> int:
-    """One question of an image, an open (colour / shape) one with probability OPEN_SHARE: easy-vqa is 73 % yes/no,
-    which a model can half-answer from the text alone; open questions make it look at the image."""
+POSITIVE = ("Is there a {x}?", "Is there a {x} in the image?", "Does the image contain a {x}?", "Is a {x} present?")
+NEGATIVE = ("Is there not a {x}?", "Is there not a {x} in the image?", "Does the image not contain a {x}?")
+
+
+def closed_question(colour: str, shape: str, rng: random.Random) -> tuple[str, str]:
+    """A yes / no question about an image of a `colour` `shape`, in easy-vqa's wording, whose answer, negation and
+    topic (colour or shape) are drawn uniformly and independently: the wording says nothing about the answer.
+
+    Why not easy-vqa's own yes / no questions: their answers follow the wording ("Is there a teal shape?" is "no" 88 %
+    of the time, "Is there not a teal shape?" "yes" 88 %), and the demo's models answered them from the text alone
+    (0 of 34 answers changed with a grey image, 2026-12-03), so that column measured a prior, not sight. An image has
+    too few yes / no questions to balance them by picking."""
+    answer, negated, topic = rng.choice(("yes", "no")), rng.random() < 0.5, rng.choice(("colour", "shape"))
+    true_value, values = (colour, COLORS) if topic == "colour" else (shape, SHAPES)
+    named = true_value if (answer == "yes") != negated else rng.choice([v for v in values if v != true_value])
+    template = rng.choice(NEGATIVE if negated else POSITIVE)
+    return template.format(x=f"{named} shape" if topic == "colour" else named), answer
+
+
+def _pick(
+    indices: list[int], answers: list[str], label: tuple[str, str] | None, rng: random.Random
+) -> tuple[int, tuple[str, str] | None]:
+    """One question of an image: one of its open (colour / shape) easy-vqa questions with probability OPEN_SHARE,
+    else a balanced yes / no question (`closed_question`) from the image's (colour, shape) `label`. Returns the
+    easy-vqa index and, for a generated question, (question, answer). Without a label, any easy-vqa question."""
     open_ones = [i for i in indices if answers[i] not in ("yes", "no")]
-    if open_ones and rng.random() < OPEN_SHARE:
-        return rng.choice(open_ones)
-    return rng.choice(indices)
+    if open_ones and (label is None or rng.random() < OPEN_SHARE):
+        return rng.choice(open_ones), None
+    if label is None:
+        return rng.choice(indices), None
+    return indices[0], closed_question(*label, rng)
 
 
 def _problem(question: str, answer: str, image: str, rid: str) -> dict:
@@ -201,13 +225,15 @@ def build_demo_data(out_dir: str | Path, seed: int = 0) -> Path:
     images = sorted(by_image)
     rng.shuffle(images)
     assert images == _train_image_order(seed)  # unused_train_images() relies on this order
-    picks = [_pick(by_image[i], train_a, rng) for i in images[: SIZES["cold_start"] + SIZES["train"]]]
+    used = images[: SIZES["cold_start"] + SIZES["train"]]
+    labels = image_labels(used)
     rows = []
-    for q_index in picks:
-        image_id = train_i[q_index]
+    for image_id in used:
+        q_index, generated = _pick(by_image[image_id], train_a, labels.get(image_id), rng)
+        question, answer = generated or (train_q[q_index], train_a[q_index])
         target = out_dir / "images" / f"train_{image_id}.png"
         shutil.copyfile(train_paths[image_id], target)
-        rows.append(_problem(train_q[q_index], train_a[q_index], f"images/{target.name}", f"train-{image_id}"))
+        rows.append(_problem(question, answer, f"images/{target.name}", f"train-{image_id}"))
     cold, train = rows[: SIZES["cold_start"]], rows[SIZES["cold_start"] :]
     _write(out_dir / "cold_start.json", [_messages(r) for r in cold])
     _write(out_dir / "train_sft.json", [_messages(r) for r in train])
@@ -219,8 +245,10 @@ def build_demo_data(out_dir: str | Path, seed: int = 0) -> Path:
     test_images = sorted(by_test)
     rng.shuffle(test_images)
     sets: dict[str, list[dict]] = {"test_id": [], "test_ood_sketch": [], "test_ood_texture": []}
+    test_labels = image_labels(test_images[: SIZES["test"]], "test")
     for image_id in test_images[: SIZES["test"]]:
-        q_index = _pick(by_test[image_id], test_a, rng)
+        q_index, generated = _pick(by_test[image_id], test_a, test_labels.get(image_id), rng)
+        question, answer = generated or (test_q[q_index], test_a[q_index])
         original = Image.open(test_paths[image_id]).convert("RGB")
         variants = {
             "test_id": original,
@@ -232,7 +260,7 @@ def build_demo_data(out_dir: str | Path, seed: int = 0) -> Path:
         for name, image in variants.items():
             target = out_dir / "images" / f"{name}_{image_id}.png"
             image.save(target)
-            sets[name].append(_problem(test_q[q_index], test_a[q_index], f"images/{target.name}", f"test-{image_id}"))
+            sets[name].append(_problem(question, answer, f"images/{target.name}", f"test-{image_id}"))
     for name, rows in sets.items():
         _write(out_dir / f"{name}.json", rows)
     return out_dir

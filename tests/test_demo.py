@@ -140,3 +140,23 @@ def test_report_accuracy_by_question_kind(tmp_path):
     assert "| SFT | 100.0 | 50.0 | 100.0 |" in table and "paper run" not in table
     (predictions / "demo_id" / "epoch=2-step=9.jsonl").write_text(json.dumps({"gold": "n02085620", "correct": 1}))
     assert kind_accuracies(metrics) is None  # not a demo answer: a paper run gets no per-kind table
+
+
+def test_generated_yes_no_questions_are_right_and_balanced():
+    """The wording of a demo yes / no question must not predict its answer (easy-vqa's own ones do, 88 %)."""
+    import collections
+    import random
+
+    from assets.demo_data import closed_question
+
+    rng, cells = random.Random(0), collections.defaultdict(collections.Counter)
+    for _ in range(4000):
+        question, answer = closed_question("red", "circle", rng)
+        words = question.rstrip("?").split()
+        negated, topic = "not" in words, "shape" if "shape" not in words else "colour"
+        named_true = ("red" in words) if topic == "colour" else ("circle" in words)
+        assert answer == ("yes" if named_true != negated else "no"), question
+        cells[(negated, topic)][answer] += 1
+    assert len(cells) == 4
+    for counts in cells.values():
+        assert 0.45 < counts["yes"] / sum(counts.values()) < 0.55
