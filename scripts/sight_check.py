@@ -89,6 +89,9 @@ def sight_check(
     shifted = with_images(open_items, [open_items[(n + 1) % len(open_items)].images[0] for n in range(len(open_items))])
     open_grey, open_other = evaluator.generate(module, grey), evaluator.generate(module, shifted)
     changed = sum(a.strip().lower() != b.strip().lower() for a, b in zip(open_real, open_grey)) / len(open_real)
+    closed_items = [i for i in ident if not is_open(i)]
+    closed_real = [a for i, a in zip(ident, answers["id"]) if not is_open(i)]
+    closed_grey = evaluator.generate(module, with_images(closed_items, [grey[0].images[0]] * len(closed_items)))
     result = {
         "n_open": len(open_items),
         "open_acc": {
@@ -97,6 +100,10 @@ def sight_check(
             "other_image": accuracy(open_items, open_other),
         },
         "changed_with_grey": 100.0 * changed,
+        # yes / no answers that a grey image changes: near 0 means they come from the wording, not the image
+        "closed_changed_with_grey": 100.0
+        * sum(a.strip().lower() != b.strip().lower() for a, b in zip(closed_real, closed_grey))
+        / max(len(closed_real), 1),
         "acc": {name: accuracy(items[name], answers[name]) for name in RENDITIONS},
         "open_acc_by_rendition": {
             name: accuracy(
@@ -106,7 +113,7 @@ def sight_check(
         },
     }
     result["acc_by_kind"] = {name: by_kind(items[name], answers[name]) for name in RENDITIONS}
-    result["acc_by_kind"]["id, grey image"] = by_kind(open_items, open_grey)
+    result["acc_by_kind"]["id, grey image"] = by_kind(open_items + closed_items, open_grey + closed_grey)
     result["checks"] = checks(result)
     return result
 
@@ -139,6 +146,8 @@ def format_table(result: dict) -> str:
         f"Sight check ({result['n_open']} open questions of the ID test set)",
         f"  open questions: real {o['real']:.1f} %, grey {o['grey']:.1f} %, another item's image {o['other_image']:.1f} %; "
         f"{result['changed_with_grey']:.0f} % of answers change with a grey image",
+        f"  yes / no questions: {result.get('closed_changed_with_grey', float('nan')):.0f} % of answers change with a "
+        "grey image (near 0: answered from the wording)",
         "  all questions:  " + ", ".join(f"{k} {v:.1f} %" for k, v in a.items()),
         "  open, by rendition: " + ", ".join(f"{k} {v:.1f} %" for k, v in b.items()),
     ]
