@@ -33,13 +33,18 @@ OPEN_SHARE = 0.7
 RECIPE = f"sizes={SIZES} open_share={OPEN_SHARE} v3 (texture: far colours; balanced yes / no)"  # a changed recipe rebuilds the cached asset
 
 
+def _colour_counts(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct colours of `pixels` ([..., 3]) as [n, 3] int32 rows sorted by (r, g, b), and how often each occurs."""
+    flat = pixels.reshape(-1, 3).astype(np.int32)
+    packed = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]  # 1-D unique: far faster than unique(axis=0)
+    colours, counts = np.unique(packed, return_counts=True)
+    return np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=-1).astype(np.int32), counts
+
+
 def _shape_mask(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Boolean mask of shape pixels (far from the most common = background colour) and that background colour."""
-    flat = array.reshape(-1, 3).astype(np.int32)
-    packed = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]  # 1-D unique: far faster than unique(axis=0)
-    colors, counts = np.unique(packed, return_counts=True)  # same order as rows sorted by (r, g, b): same ties
-    top = int(colors[counts.argmax()])
-    background = np.array([top >> 16, (top >> 8) & 255, top & 255], dtype=np.int32)
+    colours, counts = _colour_counts(array)
+    background = colours[counts.argmax()]  # first of equal counts in (r, g, b) order
     distance = np.abs(array.astype(np.int32) - background).sum(-1)
     return distance > 60, background
 
@@ -79,11 +84,8 @@ def texture(image: Image.Image, rng: random.Random) -> Image.Image:
     prototype (80.7 against 90.7 on ID)."""
     array = np.asarray(image.convert("RGB"))
     mask, _ = _shape_mask(array)
-    shape_pixels = array[mask].astype(np.int64)
-    packed, counts = np.unique(
-        (shape_pixels[:, 0] << 16) | (shape_pixels[:, 1] << 8) | shape_pixels[:, 2], return_counts=True
-    )
-    avoid = [np.array([p >> 16, (p >> 8) & 255, p & 255]) for p in packed[counts >= 0.05 * max(len(shape_pixels), 1)]]
+    colours, counts = _colour_counts(array[mask])
+    avoid = list(colours[counts >= 0.05 * max(int(mask.sum()), 1)])
     h, w, _ = array.shape
     yy, xx = np.mgrid[0:h, 0:w]
     period = rng.randint(4, 10)
@@ -117,17 +119,16 @@ def closed_question(colour: str, shape: str, rng: random.Random) -> tuple[str, s
 
 
 def _pick(
-    indices: list[int], answers: list[str], label: tuple[str, str] | None, rng: random.Random
-) -> tuple[int, tuple[str, str] | None]:
-    """One question of an image: one of its open (colour / shape) easy-vqa questions with probability OPEN_SHARE,
-    else a balanced yes / no question (`closed_question`) from the image's (colour, shape) `label`. Returns the
-    easy-vqa index and, for a generated question, (question, answer). Without a label, any easy-vqa question."""
+    indices: list[int], questions: list[str], answers: list[str], label: tuple[str, str] | None, rng: random.Random
+) -> tuple[str, str]:
+    """(question, answer) for an image: one of its open (colour / shape) easy-vqa questions with probability
+    OPEN_SHARE, else a balanced yes / no question (`closed_question`) from the image's (colour, shape) `label`.
+    Without a label, an open easy-vqa question if it has one, else any."""
     open_ones = [i for i in indices if answers[i] not in ("yes", "no")]
-    if open_ones and (label is None or rng.random() < OPEN_SHARE):
-        return rng.choice(open_ones), None
-    if label is None:
-        return rng.choice(indices), None
-    return indices[0], closed_question(*label, rng)
+    if label is not None and not (open_ones and rng.random() < OPEN_SHARE):
+        return closed_question(*label, rng)
+    index = rng.choice(open_ones or indices)
+    return questions[index], answers[index]
 
 
 def _problem(question: str, answer: str, image: str, rid: str) -> dict:
@@ -229,8 +230,7 @@ def build_demo_data(out_dir: str | Path, seed: int = 0) -> Path:
     labels = image_labels(used)
     rows = []
     for image_id in used:
-        q_index, generated = _pick(by_image[image_id], train_a, labels.get(image_id), rng)
-        question, answer = generated or (train_q[q_index], train_a[q_index])
+        question, answer = _pick(by_image[image_id], train_q, train_a, labels.get(image_id), rng)
         target = out_dir / "images" / f"train_{image_id}.png"
         shutil.copyfile(train_paths[image_id], target)
         rows.append(_problem(question, answer, f"images/{target.name}", f"train-{image_id}"))
@@ -247,15 +247,13 @@ def build_demo_data(out_dir: str | Path, seed: int = 0) -> Path:
     sets: dict[str, list[dict]] = {"test_id": [], "test_ood_sketch": [], "test_ood_texture": []}
     test_labels = image_labels(test_images[: SIZES["test"]], "test")
     for image_id in test_images[: SIZES["test"]]:
-        q_index, generated = _pick(by_test[image_id], test_a, test_labels.get(image_id), rng)
-        question, answer = generated or (test_q[q_index], test_a[q_index])
+        question, answer = _pick(by_test[image_id], test_q, test_a, test_labels.get(image_id), rng)
         original = Image.open(test_paths[image_id]).convert("RGB")
         variants = {
             "test_id": original,
             "test_ood_sketch": sketch(original),
-            "test_ood_texture": texture(
-                original, random.Random(f"texture:{seed}:{image_id}")
-            ),  # own RNG: a new texture never changes the questions
+            # its own RNG: a change to the texture never changes the questions
+            "test_ood_texture": texture(original, random.Random(f"texture:{seed}:{image_id}")),
         }
         for name, image in variants.items():
             target = out_dir / "images" / f"{name}_{image_id}.png"

@@ -43,6 +43,11 @@ def accuracy(items: list[EvalItem], answers: list[str]) -> float:
     return 100.0 * sum(exact_match(a, str(i.gold)) for i, a in zip(items, answers)) / max(len(items), 1)
 
 
+def changed_share(before: list[str], after: list[str]) -> float:
+    """Percentage of answers that differ (case and surrounding spaces ignored)."""
+    return 100.0 * sum(a.strip().lower() != b.strip().lower() for a, b in zip(before, after)) / max(len(before), 1)
+
+
 def with_images(items: list[EvalItem], images: list[Image.Image]) -> list[EvalItem]:
     return [EvalItem(i.id, i.prompt, [im], i.gold, i.meta) for i, im in zip(items, images)]
 
@@ -88,7 +93,6 @@ def sight_check(
     grey = with_images(open_items, [Image.new("RGB", size, (128, 128, 128))] * len(open_items))
     shifted = with_images(open_items, [open_items[(n + 1) % len(open_items)].images[0] for n in range(len(open_items))])
     open_grey, open_other = evaluator.generate(module, grey), evaluator.generate(module, shifted)
-    changed = sum(a.strip().lower() != b.strip().lower() for a, b in zip(open_real, open_grey)) / len(open_real)
     closed_items = [i for i in ident if not is_open(i)]
     closed_real = [a for i, a in zip(ident, answers["id"]) if not is_open(i)]
     closed_grey = evaluator.generate(module, with_images(closed_items, [grey[0].images[0]] * len(closed_items)))
@@ -99,11 +103,9 @@ def sight_check(
             "grey": accuracy(open_items, open_grey),
             "other_image": accuracy(open_items, open_other),
         },
-        "changed_with_grey": 100.0 * changed,
+        "changed_with_grey": changed_share(open_real, open_grey),
         # yes / no answers that a grey image changes: near 0 means they come from the wording, not the image
-        "closed_changed_with_grey": 100.0
-        * sum(a.strip().lower() != b.strip().lower() for a, b in zip(closed_real, closed_grey))
-        / max(len(closed_real), 1),
+        "closed_changed_with_grey": changed_share(closed_real, closed_grey),
         "acc": {name: accuracy(items[name], answers[name]) for name in RENDITIONS},
         "open_acc_by_rendition": {
             name: accuracy(
