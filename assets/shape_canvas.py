@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from assets.demo_data import _shape_mask
+from assets.demo_data import _colour_counts, _shape_mask
 
 CANVAS = 140  # px, a multiple of 28: the demo processor keeps it (5 x 5 = 25 merged image tokens), no box rescale
 SHAPE_SIDE = (32, 52)  # longest side of a pasted shape, px: one to two 28-px image tokens
@@ -66,10 +66,9 @@ def cut_out(image: Image.Image, image_id: int, colour: str, shape: str) -> Cutou
     cropped = tight(mask)
     if max(cropped.shape) < MIN_SOURCE_SIDE:
         return None
-    pixels = array[mask].astype(np.int32)
-    colours, counts = np.unique((pixels[:, 0] << 16) | (pixels[:, 1] << 8) | pixels[:, 2], return_counts=True)
-    top = int(colours[counts.argmax()])
-    return Cutout(image_id, colour, shape, (top >> 16, (top >> 8) & 255, top & 255), cropped)
+    colours, counts = _colour_counts(array[mask])
+    fill = tuple(int(c) for c in colours[counts.argmax()])
+    return Cutout(image_id, colour, shape, fill, cropped)
 
 
 def scaled(mask: np.ndarray, side: int) -> np.ndarray:
