@@ -74,11 +74,13 @@ def cutouts(split: str) -> tuple[Cutout, ...]:
     return tuple(c for c in found if c is not None)
 
 
-def canvases(pool: tuple[Cutout, ...], n: int, rng: random.Random, prefix: str) -> list[Canvas]:
-    """n canvases of 2-4 shapes drawn from the pool, each with a uniquely referring expression."""
+def canvases(
+    pool: tuple[Cutout, ...], n: int, rng: random.Random, prefix: str, shapes: tuple[int, int] = SHAPES_PER_CANVAS
+) -> list[Canvas]:
+    """n canvases of `shapes` (min, max; 2-4) shapes drawn from the pool, each with a uniquely referring expression."""
     out: list[Canvas] = []
     while len(out) < n:
-        placed = layout(rng.sample(pool, rng.randint(*SHAPES_PER_CANVAS)), rng)
+        placed = layout(rng.sample(pool, rng.randint(*shapes)), rng)
         found = refer(placed, rng) if placed else None
         if found is None:
             continue  # the shapes did not fit, or none of them can be named uniquely: draw again

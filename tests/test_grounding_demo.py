@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from assets.demo_data import _shape_mask
@@ -167,3 +168,23 @@ def test_grounding_runs_compose(monkeypatch, tmp_path):
     assert grpo.datamodule.hparams.batch_size == 2 and grpo.trainer.logger.save_dir == "runs/demo/grounding"
     assert grpo.model.hparams.model_path == "runs/demo/grounding/cold_start/model"
     assert grpo.datamodule.hparams.difficulty_file == "runs/demo/grounding/difficulty/difficulty.jsonl"
+
+
+def test_one_shape_canvases_and_the_probes_cell_labels():
+    """scripts/grounding_pretrain_probe.py: `shapes=(1, 1)` canvases hold one shape; a token counts as a shape's when
+    at least 80 of its 784 pixels are that shape's, and only shape tokens carry a column and a row."""
+    from assets.demo_data import COLORS, SHAPES
+    from assets.grounding_demo_data import Canvas
+    from assets.shape_canvas import Cutout
+    from scripts.grounding_pretrain_probe import cell_labels
+
+    assert all(len(c.placed) == 1 for c in canvases(cutouts("train"), 20, random.Random(0), "one", (1, 1)))
+    square = np.ones((30, 30), dtype=bool)
+    cutout = Cutout(0, "red", "rectangle", (255, 0, 0), square)
+    canvas = Canvas(
+        "c", [Placed(cutout, square, (28, 56, 58, 86))], 0, "shape", "the rectangle", Image.new("RGB", (1, 1))
+    )
+    labels = cell_labels(canvas)
+    assert labels[2 * 5 + 1].tolist() == [COLORS.index("red"), SHAPES.index("rectangle"), 1, 2]  # row 2, column 1
+    others = [t for t in range(25) if t != 11]  # 56 px spill into column 2 and row 3: background
+    assert (labels[others] == torch.tensor([len(COLORS), len(SHAPES), -1, -1])).all()
