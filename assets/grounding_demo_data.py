@@ -77,7 +77,8 @@ def cutouts(split: str) -> tuple[Cutout, ...]:
 def canvases(
     pool: tuple[Cutout, ...], n: int, rng: random.Random, prefix: str, shapes: tuple[int, int] = SHAPES_PER_CANVAS
 ) -> list[Canvas]:
-    """n canvases of `shapes` (min, max; 2-4) shapes drawn from the pool, each with a uniquely referring expression."""
+    """n canvases of `shapes` = (min, max) shapes (default 2-4) drawn from the pool, each with a uniquely referring
+    expression."""
     out: list[Canvas] = []
     while len(out) < n:
         placed = layout(rng.sample(pool, rng.randint(*shapes)), rng)

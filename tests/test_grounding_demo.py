@@ -188,3 +188,15 @@ def test_one_shape_canvases_and_the_probes_cell_labels():
     assert labels[2 * 5 + 1].tolist() == [COLORS.index("red"), SHAPES.index("rectangle"), 1, 2]  # row 2, column 1
     others = [t for t in range(25) if t != 11]  # 56 px spill into column 2 and row 3: background
     assert (labels[others] == torch.tensor([len(COLORS), len(SHAPES), -1, -1])).all()
+
+
+def test_grounding_pretrain_probe_runs_both_stages(tiny_model, tmp_path, capsys):
+    """The probe's align and pretrain stages train, save a loadable model and report held-out scores (tiny model)."""
+    from scripts.grounding_pretrain_probe import main
+
+    aligned = tmp_path / "aligned"
+    main(["align", "--model", tiny_model, "--steps", "2", "--batch", "2", "--test", "2", "--out", str(aligned)])
+    main(["pretrain", "--model", str(aligned), "--shapes", "1", "1", "--steps", "2", "--batch", "2", "--test", "2"])
+    out = capsys.readouterr().out
+    assert "[align] held-out token decoding" in out and "[pretrain] held-out, 1-1 shapes" in out
+    assert (aligned / "model.safetensors").exists() or list(aligned.glob("model*.safetensors"))
