@@ -29,10 +29,11 @@ def cache_root() -> Path:
 
 def _builders() -> dict[str, tuple[Callable[[Path], Any], str]]:
     """Asset name -> (builder writing into a folder, recipe stamp; a changed stamp rebuilds the cached asset)."""
-    from assets import demo_data, demo_model, grounding_demo_data
+    from assets import demo_data, demo_model, grounding_demo_data, grounding_pretrain
 
     return {
         "smollm2-vl": (demo_model.build_demo_model, demo_model.RECIPE),
+        "smollm2-vl-grounding": (grounding_pretrain.build_grounding_demo_model, grounding_pretrain.RECIPE),
         "easy_vqa": (demo_data.build_demo_data, demo_data.RECIPE),
         "easy_vqa_grounding": (grounding_demo_data.build_grounding_demo_data, grounding_demo_data.RECIPE),
     }

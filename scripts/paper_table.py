@@ -2,6 +2,10 @@
 per method and the headline "OOD Avg" over ImageNet-R, ImageNet-A, Ref-L4 and LISA.
 
     python scripts/paper_table.py runs/paper/qwen2_5_vl_7b runs/paper/qwen2_5_vl_7b_rec > table2.md
+    python scripts/paper_table.py --demo runs/demo runs/demo/grounding   # the embedded demo's stand-ins
+
+With `--demo` the columns are the two embedded demos' test sets (easy-vqa questions and shapes on canvases, each with
+a sketch and a texture rendition) and "OOD Avg" is over their four renditions, the stand-ins for the paper's four.
 
 Table 6 (math reasoning) has its own script on the same helpers: `scripts/paper_table6.py`.
 
@@ -27,6 +31,14 @@ COLUMNS = [  # (task, benchmark name in metrics, column title, OOD?)
     ("rec", "ref_l4", "Ref-L4", True),
     ("rec", "lisa", "LISA", True),
 ]
+DEMO_COLUMNS = [
+    ("cls", "demo_id", "easy-vqa (ID)", False),
+    ("cls", "demo_ood_sketch", "easy-vqa sketch", True),
+    ("cls", "demo_ood_texture", "easy-vqa texture", True),
+    ("rec", "grounding_id", "canvases (ID)", False),
+    ("rec", "grounding_ood_sketch", "canvases sketch", True),
+    ("rec", "grounding_ood_texture", "canvases texture", True),
+]
 
 
 def cell(value: float | None) -> str:
@@ -46,15 +58,15 @@ def markdown(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
-def table(cls_run: Path, rec_run: Path) -> str:
-    head = ["method", *(title for _, _, title, _ in COLUMNS), "OOD Avg"]
+def table(cls_run: Path, rec_run: Path, columns: list[tuple[str, str, str, bool]] = COLUMNS) -> str:
+    head = ["method", *(title for _, _, title, _ in columns), "OOD Avg"]
     rows = []
     for stage, label in METHODS:
         accs = {"cls": accuracies(latest_metrics(cls_run / stage)), "rec": accuracies(latest_metrics(rec_run / stage))}
-        cells = [accs[task].get(bench) for task, bench, _, _ in COLUMNS]
+        cells = [accs[task].get(bench) for task, bench, _, _ in columns]
         if all(v is None for v in cells):
             continue
-        avg = mean_of_all([value for value, (_, _, _, is_ood) in zip(cells, COLUMNS) if is_ood])
+        avg = mean_of_all([value for value, (_, _, _, is_ood) in zip(cells, columns) if is_ood])
         rows.append([label, *(cell(v) for v in [*cells, avg])])
     return markdown(head, rows)
 
@@ -63,8 +75,9 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("classification_run", help="e.g. runs/paper/qwen2_5_vl_7b")
     parser.add_argument("grounding_run", help="e.g. runs/paper/qwen2_5_vl_7b_rec")
+    parser.add_argument("--demo", action="store_true", help="the embedded demos' test sets instead of the paper's")
     args = parser.parse_args(argv)
-    text = table(Path(args.classification_run), Path(args.grounding_run))
+    text = table(Path(args.classification_run), Path(args.grounding_run), DEMO_COLUMNS if args.demo else COLUMNS)
     print(text, end="")
     return text
 

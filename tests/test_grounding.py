@@ -375,3 +375,20 @@ def test_paper_table_averages_the_four_ood_sets(tmp_path):
     text = table(tmp_path / "cls", tmp_path / "rec")
     assert "| SFT-EM (DC-SFT) | 80.00 | 70.00 | 50.00 | 90.00 | 60.00 | 40.00 | 55.00 |" in text
     assert "| SFT (all data) | 80.00 | 70.00 | 50.00 | - | - | - | - |" in text  # no grounding run: no average
+
+
+def test_demo_table_averages_both_demos_four_renditions(tmp_path, capsys):
+    from scripts.paper_table import main
+
+    folder = tmp_path / "cls" / "grpo" / "version_0" / "predictions"
+    folder.mkdir(parents=True)
+    cls = {"val/demo_id/acc": 80.0, "val/demo_ood_sketch/acc": 60.0, "val/demo_ood_texture/acc": 70.0}
+    (folder / "metrics.json").write_text(json.dumps({"step": 50, "metrics": cls}))
+    folder = tmp_path / "rec" / "grpo" / "version_0" / "predictions"
+    folder.mkdir(parents=True)
+    rec = {"val/grounding_id/acc": 40.0, "val/grounding_ood_sketch/acc": 2.0, "val/grounding_ood_texture/acc": 28.0}
+    (folder / "metrics.json").write_text(json.dumps({"step": 50, "metrics": rec}))
+    main(["--demo", str(tmp_path / "cls"), str(tmp_path / "rec")])
+    out = capsys.readouterr().out
+    assert "| method | easy-vqa (ID) | easy-vqa sketch | easy-vqa texture | canvases (ID) |" in out
+    assert "| GRPO | 80.00 | 60.00 | 70.00 | 40.00 | 2.00 | 28.00 | 40.00 |" in out

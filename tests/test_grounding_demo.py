@@ -157,6 +157,7 @@ def test_grounding_runs_compose(monkeypatch, tmp_path):
     cold = compose("demo/grounding/cold_start")
     assert cold.model.hparams.export_dir == "runs/demo/grounding/cold_start/model"
     assert cold.datamodule.hparams.train_file == str(tmp_path / "easy_vqa_grounding" / "cold_start.json")
+    assert cold.model.hparams.model_path == str(tmp_path / "smollm2-vl-grounding")  # the grounding pre-trained model
     evaluation = next(c for c in cold.trainer.callbacks if type(c).__name__ == "GenerativeEval")
     assert [b.name for b in evaluation.benchmarks] == ["grounding_id", "grounding_ood_sketch", "grounding_ood_texture"]
     assert evaluation.max_new_tokens == 24 and all(type(b).__name__ == "RefCOCO" for b in evaluation.benchmarks)
@@ -170,13 +171,13 @@ def test_grounding_runs_compose(monkeypatch, tmp_path):
     assert grpo.datamodule.hparams.difficulty_file == "runs/demo/grounding/difficulty/difficulty.jsonl"
 
 
-def test_one_shape_canvases_and_the_probes_cell_labels():
-    """scripts/grounding_pretrain_probe.py: `shapes=(1, 1)` canvases hold one shape; a token counts as a shape's when
-    at least 80 of its 784 pixels are that shape's, and only shape tokens carry a column and a row."""
+def test_one_shape_canvases_and_the_alignment_cell_labels():
+    """assets/grounding_pretrain.py: `shapes=(1, 1)` canvases hold one shape; a token counts as a shape's when at least
+    80 of its 784 pixels are that shape's, and only shape tokens carry a column and a row."""
     from assets.demo_data import COLORS, SHAPES
     from assets.grounding_demo_data import Canvas
+    from assets.grounding_pretrain import cell_labels
     from assets.shape_canvas import Cutout
-    from scripts.grounding_pretrain_probe import cell_labels
 
     assert all(len(c.placed) == 1 for c in canvases(cutouts("train"), 20, random.Random(0), "one", (1, 1)))
     square = np.ones((30, 30), dtype=bool)
@@ -191,7 +192,8 @@ def test_one_shape_canvases_and_the_probes_cell_labels():
 
 
 def test_grounding_pretrain_probe_runs_both_stages(tiny_model, tmp_path, capsys):
-    """The probe's align and pretrain stages train, save a loadable model and report held-out scores (tiny model)."""
+    """The grounding pre-training's align and pretrain stages (scripts/grounding_pretrain_probe.py runs one each) train,
+    save a loadable model and report held-out scores (tiny model)."""
     from scripts.grounding_pretrain_probe import main
 
     aligned = tmp_path / "aligned"
@@ -200,3 +202,22 @@ def test_grounding_pretrain_probe_runs_both_stages(tiny_model, tmp_path, capsys)
     out = capsys.readouterr().out
     assert "[align] held-out token decoding" in out and "[pretrain] held-out, 1-1 shapes" in out
     assert (aligned / "model.safetensors").exists() or list(aligned.glob("model*.safetensors"))
+
+
+def test_grounding_pretraining_encodes_through_the_project_path(tiny_model):
+    """The pre-training's DC-SFT prompt is exactly the cold start's; its bare prompt differs only in the user text;
+    both are encoded by `Encoder` with the loss on the box and `<|im_end|>` only."""
+    from assets.grounding_demo_data import _messages
+    from assets.grounding_pretrain import canvas_sample
+    from datamodules.collate import IGNORE_INDEX, Encoder
+    from datamodules.grounding_data import sft_target
+    from datamodules.processor import load_processor
+
+    canvas = canvases(cutouts("train"), 1, random.Random(0), "c")[0]
+    assert canvas_sample(canvas, "dcsft").messages == _messages(canvas, "x.png")["messages"]
+    bare = canvas_sample(canvas, "bare")
+    assert bare.messages[0]["content"] == "<image>" + canvas.expression
+    encoder = Encoder(load_processor(tiny_model))
+    item = encoder.encode(bare, images=[canvas.image])
+    answer = [t for t, label in zip(item["input_ids"], item["labels"]) if label != IGNORE_INDEX]
+    assert encoder.processor.tokenizer.decode(answer) == sft_target(canvas.box) + "<|im_end|>"
