@@ -67,11 +67,12 @@ for name in cold_start difficulty sft sft_m sft_em grpo; do
   fi
 done
 python scripts/pipeline_report.py "$RUN_DIR"
+TABLE2="python scripts/paper_table.py --demo runs/demo runs/demo/grounding"  # both demos, the paper's Table 2 layout
 if [ "$FULL" = 1 ]; then
   python scripts/demo_full.py --run-dir runs/demo
   bash scripts/demo.sh --task grounding
-  echo "=== python scripts/paper_table.py --demo runs/demo runs/demo/grounding"
-  python scripts/paper_table.py --demo runs/demo runs/demo/grounding
+  echo "=== $TABLE2"
+  $TABLE2
 elif [ -d runs/demo/grpo ] && [ -d runs/demo/grounding/grpo ]; then
-  echo "Both demos have run; their combined Table 2: python scripts/paper_table.py --demo runs/demo runs/demo/grounding"
+  echo "Both demos have run; their combined Table 2: $TABLE2"
 fi
